@@ -1,0 +1,71 @@
+"""Every metric a run records, declared once: its unit and which direction is better.
+
+Reports, tables and (later) regression gates read directions from here, so a new metric only needs a
+line in this table. Names not listed fall back to a prefix rule (task metrics such as `f1_PER`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    unit: str
+    higher_is_better: bool | None  # None: informational, no better direction
+    kind: str  # "task", "size", "memory", "speed", "info"
+
+
+METRICS: dict[str, Metric] = {
+    # task quality
+    "accuracy": Metric("ratio", True, "task"),
+    "entity_f1": Metric("ratio", True, "task"),
+    "entity_precision": Metric("ratio", True, "task"),
+    "entity_recall": Metric("ratio", True, "task"),
+    "train_loss": Metric("nats", False, "task"),
+    "train_task_loss": Metric("nats", False, "task"),
+    # parameters and size
+    "trainable_params": Metric("count", None, "size"),
+    "total_params": Metric("count", None, "size"),
+    "trainable_pct": Metric("%", False, "size"),
+    "head_params": Metric("count", None, "size"),
+    "adapter_size_mb": Metric("MB", False, "size"),
+    "base_int8_mb": Metric("MB", None, "size"),
+    "base_float_mb": Metric("MB", None, "size"),
+    "base_int8_share": Metric("ratio", None, "size"),
+    # memory
+    "rss_loaded_mb": Metric("MB", False, "memory"),
+    "peak_rss_mb": Metric("MB", False, "memory"),
+    "peak_rss_increase_mb": Metric("MB", False, "memory"),
+    "cuda_max_allocated_mb": Metric("MB", False, "memory"),
+    "cuda_max_reserved_mb": Metric("MB", False, "memory"),
+    # speed
+    "train_examples_per_s": Metric("examples/s", True, "speed"),
+    "train_tokens_per_s": Metric("tokens/s", True, "speed"),
+    "train_cpu_s": Metric("s", False, "speed"),
+    "train_wall_s": Metric("s", False, "speed"),
+    "latency_p50_ms": Metric("ms", False, "speed"),
+    "latency_p95_ms": Metric("ms", False, "speed"),
+    "eval_examples_per_s": Metric("examples/s", True, "speed"),
+    "wall_time_s": Metric("s", False, "speed"),
+    # bookkeeping
+    "steps": Metric("count", None, "info"),
+    "train_examples": Metric("count", None, "info"),
+    "eval_examples": Metric("count", None, "info"),
+    "timed_steps": Metric("count", None, "info"),
+    "lr": Metric("1", None, "info"),
+    "ranks_reallocated": Metric("bool", None, "info"),
+    "adalora_rank_initial": Metric("count", None, "info"),
+    "adalora_rank_final": Metric("count", None, "info"),
+    "truncated_words": Metric("count", None, "info"),
+}
+
+_PREFIXES = {"f1_": Metric("ratio", True, "task")}
+
+
+def metric_info(name: str) -> Metric:
+    if name in METRICS:
+        return METRICS[name]
+    for prefix, info in _PREFIXES.items():
+        if name.startswith(prefix):
+            return info
+    return Metric("", None, "info")

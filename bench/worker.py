@@ -1,0 +1,156 @@
+"""One run (task x method x seed) in its own process: load, apply method, train, evaluate, measure.
+
+Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Always writes a record: a
+`failed` or `skipped` one when something goes wrong, so the grid never loses a run silently.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import faults
+from bench.env import environment
+from bench.measure import PeakMemory, current_rss_mb, percentile, time_call_ms
+from bench.train import train
+from methods import RunContext, SkipRun, get_method
+from methods.base import count_params, head_names
+from suites import get_task
+from suites.base import to_device
+
+IDENTITY = ("run_id", "invocation", "suite", "task", "method", "seed", "budget")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SkipRun("device cuda requested but torch.cuda.is_available() is False")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def execute(spec: dict, record: dict) -> None:
+    """Fill `record` in place, so whatever was measured before a failure is kept."""
+    wall0 = time.perf_counter()
+    device = pick_device(spec["device"])
+    record["device"] = str(device)
+    record["env"] = environment(device)
+    seed_everything(spec["seed"])
+    task = get_task(spec["suite"], spec["task"])
+    method = get_method(spec["method"])
+    budget = task.budget(spec["budget"])
+    lr = spec.get("lr") or task.lr_overrides.get(method.name) or method.default_lr
+    lr = faults.learning_rate(method.name, lr)
+    ref = spec.get("model") or task.default_model
+    record["model"] = ref
+    path = task.resolve_model(ref, Path(spec["model_dir"]) if spec.get("model_dir") else None)
+
+    train_ds, eval_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget)
+    steps = budget.steps(len(train_ds))
+    ctx = RunContext(task=task, budget=budget, total_steps=steps, device=device, head_names=[])
+    model, processor = task.load_model(path, **method.load_kwargs(ctx))
+    ctx.head_names = head_names(model)
+    train_examples = task.encode(train_ds, processor, budget, train=True)
+    eval_examples = task.encode(eval_ds, processor, budget, train=False)
+    model = method.apply(model, ctx)
+    if not getattr(model, "is_loaded_in_8bit", False):
+        model.to(device)  # quantised models were placed at load time
+    metrics = record["metrics"]
+    metrics.update(count_params(model, ctx.head_names), lr=lr, steps=steps,
+                   train_examples=len(train_examples), eval_examples=len(eval_examples))
+    if method.uses_peft:  # our count must agree with peft's own
+        metrics["peft_trainable_params"], _ = model.get_nb_trainable_parameters()
+    faults.before_training(method.name)
+
+    peak = PeakMemory(device)
+    metrics["rss_loaded_mb"] = current_rss_mb()
+    peak.reset()
+    stats = train(model, task.train_batches(train_examples, processor, budget, spec["seed"]), task=task,
+                  method=method, total_steps=steps, lr=lr, device=device, warmup_steps=budget.warmup_steps,
+                  log_every=budget.log_every)
+    metrics.update(peak.read())
+    metrics["peak_rss_increase_mb"] = metrics["peak_rss_mb"] - metrics["rss_loaded_mb"]
+    record["info"]["peak_memory_source"] = peak.source
+    record["loss_curve"] = stats.loss_curve
+    metrics.update(train_loss=stats.final_loss, train_task_loss=stats.final_task_loss,
+                   timed_steps=stats.timed_steps, train_wall_s=stats.timed_wall_s, train_cpu_s=stats.timed_cpu_s)
+    if stats.timed_steps:
+        metrics["train_examples_per_s"] = stats.timed_examples / stats.timed_wall_s
+        if stats.timed_tokens:  # image tasks have no tokens
+            metrics["train_tokens_per_s"] = stats.timed_tokens / stats.timed_wall_s
+    extra = method.finish(model, ctx)
+    metrics.update(extra.get("metrics", {}))
+    record["info"].update(extra.get("info", {}))
+
+    model.eval()
+    batches = task.eval_batches(eval_examples, processor, budget.eval_batch_size)
+    t0 = time.perf_counter()
+    metrics.update(task.evaluate(model, batches, device))
+    metrics["eval_examples_per_s"] = len(eval_examples) / (time.perf_counter() - t0)
+    metrics.update(latency(model, task, eval_examples, processor, budget, device))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        method.save(model, Path(tmp) / "saved")
+        metrics["adapter_size_mb"] = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
+    metrics["wall_time_s"] = time.perf_counter() - wall0
+
+
+@torch.inference_mode()
+def latency(model, task, examples, processor, budget, device) -> dict:
+    """Batch-1 forward latency over the first `latency_samples` eval examples, after 3 warm-up calls."""
+    samples = [to_device(task.collate([e], processor), device) for e in examples[:budget.latency_samples]]
+    inputs = [{k: v for k, v in s.items() if k != "labels"} for s in samples]
+    for x in inputs[:3]:
+        model(**x)
+    times = [time_call_ms(lambda: model(**x), device) for x in inputs]
+    return {"latency_p50_ms": percentile(times, 50), "latency_p95_ms": percentile(times, 95)}
+
+
+def run(spec: dict) -> dict:
+    record = {k: spec.get(k) for k in IDENTITY}
+    record.update(status="ok", error=None, model=spec.get("model"), device=spec.get("device"),
+                  started_at=now(), metrics={}, info={}, loss_curve=[], env={})
+    t0 = time.perf_counter()
+    try:
+        execute(spec, record)
+    except SkipRun as exc:
+        record.update(status="skipped", error=str(exc))
+    except Exception as exc:  # record any failure as a row; the traceback goes to the run's log
+        traceback.print_exc()
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    record["metrics"].setdefault("wall_time_s", time.perf_counter() - t0)
+    record["finished_at"] = now()
+    return record
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    record = run(spec)
+    tmp = Path(argv[1]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, default=str))
+    shutil.move(tmp, argv[1])  # the parent never reads a half-written result
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

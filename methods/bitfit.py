@@ -1,0 +1,15 @@
+"""BitFit (Ben Zaken et al., 2022): train only bias terms, plus the task head. peft has no BitFit."""
+from methods.base import Method, freeze_all_but, in_modules
+
+
+class BitFit(Method):
+    name = "bitfit"
+    default_lr = 2e-3
+    description = "BitFit: only bias terms (and the task head) train"
+
+    def apply(self, model, ctx):
+        freeze_all_but(model, lambda name, p: name.endswith(".bias") or in_modules(name, ctx.head_names))
+        return model
+
+
+METHOD = BitFit()

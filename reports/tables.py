@@ -1,0 +1,75 @@
+"""Tidy tables from run records: long (one row per run x metric, with units) and wide (one row per run)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.metrics import metric_info
+
+ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "run_id", "invocation",
+              "started_at", "finished_at", "error"]
+SUMMARY_COLUMNS = {  # column in the printed summary <- metric
+    "trainable %": "trainable_pct",
+    "peak RSS MB": "peak_rss_mb",
+    "train ex/s": "train_examples_per_s",
+    "train tok/s": "train_tokens_per_s",
+    "p50 ms": "latency_p50_ms",
+    "p95 ms": "latency_p95_ms",
+    "size MB": "adapter_size_mb",
+    "wall s": "wall_time_s",
+}
+
+
+def long_table(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        ident = {c: r.get(c) for c in ID_COLUMNS if c != "error"}
+        for name, value in r.get("metrics", {}).items():
+            rows.append({**ident, "metric": name, "value": float(value), "unit": metric_info(name).unit})
+    return pd.DataFrame(rows, columns=[c for c in ID_COLUMNS if c != "error"] + ["metric", "value", "unit"])
+
+
+def wide_table(records: list[dict]) -> pd.DataFrame:
+    rows = [{**{c: r.get(c) for c in ID_COLUMNS}, **r.get("metrics", {})} for r in records]
+    return pd.DataFrame(rows, columns=None if rows else ID_COLUMNS)
+
+
+def write_tables(records: list[dict], folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, frame in (("results_long", long_table(records)), ("results_wide", wide_table(records))):
+        for ext in ("csv", "parquet"):
+            path = folder / f"{name}.{ext}"
+            frame.to_csv(path, index=False) if ext == "csv" else frame.to_parquet(path, index=False)
+            paths[f"{name}.{ext}"] = path
+    return paths
+
+
+def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
+    """Per task and method: the headline metric and the cost columns, mean over seeds.
+
+    `metric_of` maps task name -> headline metric name.
+    """
+    wide = wide_table(records)
+    rows = []
+    for (task, method), g in wide.groupby(["task", "method"], sort=False):
+        ok = g[g.status == "ok"]
+        metric = metric_of.get(task, "")
+        row = {"task": task, "method": method, "status": _status(g), "n": len(ok),
+               "metric": metric, "value": ok[metric].mean() if metric in ok and len(ok) else float("nan")}
+        for col, name in SUMMARY_COLUMNS.items():
+            row[col] = ok[name].mean() if name in ok and len(ok) else float("nan")
+        if not len(ok):
+            row["note"] = str(g.error.iloc[-1])[:70]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _status(g: pd.DataFrame) -> str:
+    counts = g.status.value_counts()
+    return counts.index[0] if len(counts) == 1 else ", ".join(f"{k}:{v}" for k, v in counts.items())
+
+
+def format_summary(frame: pd.DataFrame) -> str:
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

@@ -1,0 +1,28 @@
+"""The suite registry: suite name -> its tasks. Add a task by adding its module to a list below."""
+from __future__ import annotations
+
+from bench.errors import UnknownName
+from suites import smoke, sst2
+from suites.base import Budget, Task
+
+SUITES: dict[str, list[Task]] = {
+    "nlp": [sst2.TASK],
+    "smoke": smoke.TASKS,
+}
+BUDGETS = ["smoke", "quick", "full"]
+
+
+def get_suite(name: str) -> list[Task]:
+    if name not in SUITES:
+        raise UnknownName(f"unknown suite {name!r} (valid: {', '.join(SUITES)})")
+    return SUITES[name]
+
+
+def get_task(suite: str, name: str) -> Task:
+    tasks = {t.name: t for t in get_suite(suite)}
+    if name not in tasks:
+        raise UnknownName(f"unknown task {name!r} in suite {suite} (valid: {', '.join(tasks)})")
+    return tasks[name]
+
+
+__all__ = ["SUITES", "BUDGETS", "Budget", "Task", "UnknownName", "get_suite", "get_task"]

@@ -1,0 +1,128 @@
+"""What every task provides to the shared runner: data, model, batching and its metric.
+
+A task never decides what trains (that is the method's job) and never runs the loop (bench/train.py).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from bench.errors import UnknownName
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work a run gets. Sizes are documented in README.md ("Budgets")."""
+
+    train_examples: int | None = None  # None: the whole training split
+    epochs: float = 1.0
+    batch_size: int = 32
+    max_length: int = 128  # tokens (text) or pixels (images)
+    eval_examples: int | None = None  # None: the whole evaluation split
+    eval_batch_size: int = 64
+    latency_samples: int = 50  # batch-1 forward passes timed for p50/p95
+    warmup_steps: int = 3  # first steps left out of throughput (allocator, caches)
+    log_every: int = 10  # record the training loss every N steps
+
+    def steps(self, n_train: int) -> int:
+        return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
+
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Task:
+    name: str
+    suite: str
+    metric: str  # the headline metric, higher is better
+    default_model: str
+    budgets: dict[str, Budget]
+    eval_split: str
+    # Hub id -> folder name under the models dir, for models whose local copy has another name.
+    model_local_names: dict[str, str] = field(default_factory=dict)
+    # Per-method learning rates that suit this task better than the method's default.
+    lr_overrides: dict[str, float] = field(default_factory=dict)
+
+    def budget(self, name: str) -> Budget:
+        if name not in self.budgets:
+            raise UnknownName(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")
+        return self.budgets[name]
+
+    # --- to implement per task kind -------------------------------------------------------------
+    def resolve_model(self, ref: str, model_dir: Path | None) -> str:
+        raise NotImplementedError
+
+    def load_data(self, data_dir: Path | None, budget: Budget) -> tuple[Any, Any]:
+        """(train, eval) datasets, already cut to the budget."""
+        raise NotImplementedError
+
+    def load_model(self, path: str, **load_kwargs) -> tuple[torch.nn.Module, Any]:
+        """(model, processor) where processor is a tokenizer or image processor."""
+        raise NotImplementedError
+
+    def encode(self, ds, processor, budget: Budget, train: bool) -> list[dict]:
+        raise NotImplementedError
+
+    def collate(self, examples: list[dict], processor) -> Batch:
+        raise NotImplementedError
+
+    def evaluate(self, model: torch.nn.Module, batches: list[Batch], device: torch.device) -> dict:
+        raise NotImplementedError
+
+    # --- shared defaults --------------------------------------------------------------------------
+    def length(self, example: dict) -> int:
+        return len(example["input_ids"])
+
+    def real_tokens(self, batch: Batch) -> int:
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else 0
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        model.train()
+
+    def train_batches(self, examples: list[dict], processor, budget: Budget, seed: int) -> Iterator[Batch]:
+        """Length-grouped, shuffled batches for `budget.steps` steps (padding is most of the cost)."""
+        rng = random.Random(seed)
+        total = budget.steps(len(examples))
+        produced = 0
+        while produced < total:
+            for idx in length_grouped(list(map(self.length, examples)), budget.batch_size, rng):
+                yield self.collate([examples[i] for i in idx], processor)
+                produced += 1
+                if produced == total:
+                    return
+
+    def eval_batches(self, examples: list[dict], processor, batch_size: int) -> list[Batch]:
+        order = sorted(range(len(examples)), key=lambda i: self.length(examples[i]))
+        return [self.collate([examples[i] for i in order[s:s + batch_size]], processor)
+                for s in range(0, len(order), batch_size)]
+
+
+def length_grouped(lengths: list[int], batch_size: int, rng: random.Random, pool: int = 50) -> list[list[int]]:
+    """Shuffle, sort within pools of `pool` batches by length, cut into batches, shuffle batches."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches = []
+    span = batch_size * pool
+    for start in range(0, len(idx), span):
+        chunk = sorted(idx[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[s:s + batch_size] for s in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def subset(ds, n: int | None, seed: int = 0):
+    """A fixed subset (same for every seed and method, so runs stay comparable)."""
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))

@@ -1,0 +1,92 @@
+"""The `smoke` suite: seconds-long tasks for tests, with generated data and a tiny config-built BERT.
+
+Nothing is downloaded: the sentences come from word lists below and the model is a 2-layer BERT built
+from a config with random weights, saved once to a cache folder so that every method loads it through
+`from_pretrained` exactly like a real checkpoint (int8 loading needs that).
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from suites.base import Budget
+from suites.text_classification import TextClassificationTask
+
+TINY_BERT = "smoke:tiny-bert"
+SUBJECTS = ["the movie", "this film", "the plot", "the acting", "the script", "the ending", "the cast",
+            "the music", "the story", "the director"]
+POSITIVE = ["great", "wonderful", "moving", "brilliant", "funny", "charming", "superb", "delightful"]
+NEGATIVE = ["boring", "awful", "dull", "terrible", "clumsy", "tedious", "bland", "painful"]
+FILLERS = ["really", "truly", "quite", "so", "very", "rather"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def vocabulary() -> list[str]:
+    words = {w for phrase in SUBJECTS for w in phrase.split()} | set(POSITIVE + NEGATIVE + FILLERS)
+    words |= {"was", "is", "and", "but", "."}
+    return SPECIALS + sorted(words)
+
+
+def sentiment_data(n: int, seed: int) -> datasets.Dataset:
+    rng = random.Random(seed)
+    sentences, labels = [], []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        adjective = rng.choice(POSITIVE if label else NEGATIVE)
+        filler = " ".join(rng.sample(FILLERS, rng.randint(0, 2)))
+        sentences.append(f"{rng.choice(SUBJECTS)} was {filler} {adjective} .".replace("  ", " "))
+        labels.append(label)
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    return datasets.Dataset.from_dict({"sentence": sentences, "label": labels}, features=features)
+
+
+def tiny_bert_dir() -> Path:
+    """Build (once) and return a folder holding a tiny random BERT and its word-level tokenizer."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "peft-bench"))
+    folder = root / "tiny-bert-v1"
+    if (folder / "config.json").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root))
+    vocab = vocabulary()
+    (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(tmp / "vocab.txt"), do_lower_case=True).save_pretrained(tmp)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    import torch
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(tmp)
+    try:
+        tmp.rename(folder)  # atomic: a concurrent builder either wins or finds the folder complete
+    except OSError:
+        pass
+    return folder
+
+
+@dataclass
+class SmokeSentimentTask(TextClassificationTask):
+    def resolve_model(self, ref, model_dir):
+        return str(tiny_bert_dir()) if ref == TINY_BERT else super().resolve_model(ref, model_dir)
+
+    def raw_splits(self, data_dir):
+        return datasets.DatasetDict({"train": sentiment_data(256, seed=1), "test": sentiment_data(64, seed=2)})
+
+
+SMOKE_BUDGET = Budget(batch_size=16, epochs=2, max_length=32, eval_batch_size=32, latency_samples=5,
+                      warmup_steps=2, log_every=2)
+
+SENTIMENT = SmokeSentimentTask(
+    name="sentiment", suite="smoke", metric="accuracy", default_model=TINY_BERT, eval_split="test",
+    budgets={"smoke": SMOKE_BUDGET, "quick": SMOKE_BUDGET, "full": SMOKE_BUDGET},
+    lr_overrides={"full": 1e-3},
+)
+
+TASKS = [SENTIMENT]
