@@ -18,6 +18,7 @@ class Metric:
 METRICS: dict[str, Metric] = {
     # task quality
     "accuracy": Metric("ratio", True, "task"),
+    "majority_rate": Metric("ratio", None, "info"),  # accuracy of always guessing the commonest class
     "entity_f1": Metric("ratio", True, "task"),
     "entity_precision": Metric("ratio", True, "task"),
     "entity_recall": Metric("ratio", True, "task"),
