@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Offline here, data and models come from ../shared (override BENCH_DATA_DIR / BENCH_MODEL_DIR);
+# online, leave them empty and the Hub ids are used.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BENCH_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
+BENCH_MODEL_DIR ?= $(abspath $(wildcard ../shared/models))
+export BENCH_DATA_DIR BENCH_MODEL_DIR
+SUITE ?= nlp
+BUDGET ?= quick
+
+.PHONY: install run test
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m bench run --suite $(SUITE) --budget $(BUDGET)
+
+test: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest

@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hub: fail fast instead of retrying for ~20 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args, env=None, check=False) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m bench ...`) in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    value = os.environ.get("BENCH_DATA_DIR")
+    if not value or not Path(value).is_dir():
+        pytest.skip("real data not available: set BENCH_DATA_DIR (CI uses ../shared/data)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    value = os.environ.get("BENCH_MODEL_DIR")
+    if not value or not Path(value).is_dir():
+        pytest.skip("local models not available: set BENCH_MODEL_DIR (CI uses ../shared/models)")
+    return Path(value)

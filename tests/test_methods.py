@@ -1,0 +1,56 @@
+"""Each method, applied in-process to the tiny BERT: what trains, and counts that agree with peft."""
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from methods import RunContext, get_method
+from methods.base import count_params
+from suites.smoke import SENTIMENT, tiny_bert_dir
+
+
+def _apply(name, steps=20):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2)
+    ctx = RunContext(task=SENTIMENT, budget=SENTIMENT.budget("smoke"), total_steps=steps,
+                     device=torch.device("cpu"), head_names=["classifier"])
+    method = get_method(name)
+    return method, method.apply(model, ctx), ctx
+
+
+def _trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_full_trains_everything():
+    _, model, _ = _apply("full")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_head_trains_only_the_classifier():
+    _, model, _ = _apply("head")
+    assert _trainable(model) == {"classifier.weight", "classifier.bias"}
+
+
+def test_bitfit_trains_biases_and_head_only():
+    _, model, _ = _apply("bitfit")
+    names = _trainable(model)
+    assert "classifier.weight" in names
+    assert all(n.endswith(".bias") or n.startswith("classifier.") for n in names)
+    assert any(n.startswith("bert.encoder") for n in names)
+
+
+@pytest.mark.parametrize("name", ["lora", "adalora"])
+def test_peft_methods_count_like_peft(name):
+    _, model, _ = _apply(name)
+    ours = count_params(model, ["classifier"])
+    trainable, total = model.get_nb_trainable_parameters()
+    assert (ours["trainable_params"], ours["total_params"]) == (trainable, total)
+    assert ours["head_params"] == 32 * 2 + 2  # the classifier copy in modules_to_save
+    assert any("lora_" in n for n in _trainable(model))
+
+
+def test_adalora_without_update_and_allocate_is_caught():
+    """The field's silent failure: never calling update_and_allocate leaves ranks unchanged."""
+    method, model, ctx = _apply("adalora")
+    with pytest.raises(RuntimeError, match="never reallocated"):
+        method.finish(model, ctx)

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from bench.errors import UnknownName
+from methods import METHODS, get_method
+from methods.base import count_params, head_names, lora_targets
+from suites import SUITES, get_suite, get_task
+from suites.smoke import tiny_bert_dir
+
+EXPECTED_METHODS = ["full", "head", "bitfit", "lora", "adalora", "int8-lora"]
+
+
+def test_registries_hold_the_promised_names():
+    assert list(METHODS)[:6] == EXPECTED_METHODS
+    assert {"nlp", "smoke"} <= set(SUITES)
+    assert "sst2" in [t.name for t in get_suite("nlp")]
+
+
+@pytest.mark.parametrize("call, bad", [(lambda: get_method("lorra"), "lorra"),
+                                       (lambda: get_suite("nope"), "nope"),
+                                       (lambda: get_task("nlp", "mnli"), "mnli"),
+                                       (lambda: get_task("nlp", "sst2").budget("huge"), "huge")])
+def test_unknown_names_list_the_valid_ones(call, bad):
+    with pytest.raises(UnknownName) as err:
+        call()
+    message = str(err.value)
+    assert repr(bad) in message and "valid:" in message and "\n" not in message
+
+
+def _tiny_model():
+    from transformers import AutoModelForSequenceClassification
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2)
+
+
+def test_lora_targets_and_head_are_found_from_the_model():
+    model = _tiny_model()
+    assert lora_targets(model) == ["query", "value"]
+    assert head_names(model) == ["classifier"]
+
+
+def test_count_params_counts_trainable_and_head():
+    model = _tiny_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.classifier.parameters():
+        p.requires_grad_(True)
+    counts = count_params(model, ["classifier"])
+    head = sum(p.numel() for p in model.classifier.parameters())
+    assert counts["trainable_params"] == counts["head_params"] == head
+    assert counts["total_params"] == sum(p.numel() for p in model.parameters())
+    assert 0 < counts["trainable_pct"] < 100

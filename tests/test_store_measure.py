@@ -1,0 +1,77 @@
+import json
+import multiprocessing as mp
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.measure import PeakMemory, StepTimer, current_rss_mb, percentile
+from bench.store import ResultStore
+from reports.tables import long_table, summary, wide_table, write_tables
+
+
+def _record(method, status="ok", **metrics):
+    return {"run_id": method + status, "invocation": "i", "suite": "s", "task": "t", "method": method, "seed": 0,
+            "budget": "smoke", "status": status, "error": None if status == "ok" else "boom",
+            "metrics": metrics, "info": {}, "loss_curve": [], "env": {}}
+
+
+def test_store_appends_and_survives_a_torn_last_line(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append(_record("lora", accuracy=0.9))
+    store.append(_record("full", accuracy=0.8))
+    with open(store.path, "a") as f:
+        f.write('{"run_id": "torn", "metr')  # a writer killed mid-line
+    assert [r["method"] for r in store.records()] == ["lora", "full"]
+
+
+def _append_many(folder, n, tag):
+    store = ResultStore(folder)
+    for i in range(n):
+        store.append(_record(f"{tag}{i}", accuracy=i / n))
+
+
+def test_concurrent_appends_lose_no_record(tmp_path):
+    procs = [mp.get_context("spawn").Process(target=_append_many, args=(tmp_path, 50, t)) for t in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert len(ResultStore(tmp_path).records()) == 100
+
+
+def test_tables_long_and_wide(tmp_path):
+    records = [_record("lora", accuracy=0.9, peak_rss_mb=100.0), _record("full", status="failed")]
+    long, wide = long_table(records), wide_table(records)
+    assert set(long.metric) == {"accuracy", "peak_rss_mb"}
+    assert long.set_index("metric").loc["peak_rss_mb", "unit"] == "MB"
+    assert list(wide.columns[:5]) == ["suite", "task", "method", "seed", "status"]
+    assert wide.set_index("method").loc["lora", "accuracy"] == 0.9
+    paths = write_tables(records, tmp_path)
+    assert pd.read_parquet(paths["results_wide.parquet"]).shape[0] == 2
+    assert pd.read_csv(paths["results_long.csv"]).shape[0] == 2
+    table = summary(records, {"t": "accuracy"}).set_index("method")
+    assert table.loc["full", "status"] == "failed" and np.isnan(table.loc["full", "value"])
+
+
+def test_peak_memory_sees_an_allocation():
+    peak = PeakMemory(torch.device("cpu"))
+    before = current_rss_mb()
+    peak.reset()
+    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
+    del block
+    assert peak.read()["peak_rss_mb"] >= before + 50
+
+
+def test_timer_and_percentile():
+    timer = StepTimer(torch.device("cpu"))
+    with timer.section():
+        sum(range(100000))
+    with timer.section(timed=False):
+        sum(range(100000))
+    assert timer.wall > 0 and timer.cpu >= 0
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5.0], 95) == 5.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
