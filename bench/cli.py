@@ -8,7 +8,6 @@ from pathlib import Path
 
 from bench import resolve
 from bench.errors import UnknownName
-from bench.runner import new_invocation_id, plan, run_grid
 
 DEFAULT_OUT = Path("runs")
 
@@ -59,6 +58,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from bench.runner import new_invocation_id, plan, run_grid  # imports torch: only `run` pays for it
     from methods import METHODS
     from reports.tables import format_summary, summary, write_tables
     from suites import BUDGETS, get_suite
@@ -95,15 +95,101 @@ def cmd_run(args) -> int:
     print(f"bench: {len(specs)} runs ({args.suite}: {', '.join(task_names)} x {', '.join(method_names)} x seeds "
           f"{','.join(map(str, args.seeds))}), budget {args.budget}, results in {out}", file=sys.stderr)
     t0 = time.perf_counter()
-    records = run_grid(specs, Path(out), verbose=args.verbose, describe=describe)
+    from bench import history
+    db = args.db or history.default_path(out)
+    records = run_grid(specs, Path(out), verbose=args.verbose, describe=describe, history_db=db)
     wall = time.perf_counter() - t0
     from bench.store import ResultStore
     all_records = ResultStore(out).records()  # the folder may hold earlier runs too
     paths = write_tables(all_records, Path(out))
+    if not args.no_report:
+        from reports.html import write_report
+        paths.update(write_report(all_records, Path(out) / "report.html", [Path(out)]))
     print(format_summary(summary(records, metric_of)))
-    print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}")
+    print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}; history: {db}")
     failed = [r for r in records if r["status"] == "failed"]
     return 1 if failed and args.strict else 0
+
+
+def cmd_report(args) -> int:
+    from reports.html import latest_results, load_records, write_report
+    records, folders = load_records(args.results or [latest_results(DEFAULT_OUT)])
+    out = args.out or (folders[0] / "report.html" if len(folders) == 1 else Path("report.html"))
+    paths = write_report(records, out, folders, title=args.title)
+    print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1e6:.2f} MB, {len(records)} runs); "
+          f"markdown: {paths['markdown']}")
+    return 0
+
+
+def cmd_history(args) -> int:
+    from bench import history
+    db = args.db or history.default_path()
+    if args.import_folders:
+        for folder in args.import_folders:
+            print(f"imported {history.import_folder(db, folder)} runs from {folder} into {db}")
+        return 0
+    metric = args.metric
+    if metric is None:  # each task's headline metric
+        from suites import SUITES
+        metric = sorted({t.metric for suite, ts in SUITES.items() if args.suite in (None, suite) for t in ts})
+    frame = history.trends(db, suite=args.suite, task=args.task, method=args.method, metric=metric)
+    if frame.empty:
+        print(f"no runs in {db} match these filters")
+        return 0
+    frame["commit"] = frame.pop("git_commit").str.slice(0, 12)
+    frame["mean ± std"] = [f"{m:.4g}" + (f" ± {s:.2g}" if s == s else "") for m, s in zip(frame["mean"], frame["std"])]
+    frame["regressed"] = frame.regressed.map({True: "REGRESSED", False: ""})
+    print(frame[["date", "commit", "invocation", "suite", "task", "method", "budget", "device", "metric",
+                 "mean ± std", "n", "regressed"]].to_string(index=False))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bench import compare, history
+    db = args.db or history.default_path()
+    thresholds = compare.parse_thresholds(args.threshold, k=args.k)
+    candidate = compare.resolve(args.candidate, db, suite=args.suite)
+    baseline = compare.resolve(args.baseline, db, suite=args.suite, before=candidate)
+    keep = lambda rs: [r for r in rs if (not args.tasks or r.get("task") in args.tasks)
+                       and (not args.methods or r.get("method") in args.methods)]
+    table = compare.compare(keep(baseline.records), keep(candidate.records), thresholds, args.metrics)
+    if not (table.verdict.isin(["regressed", "improved", "unchanged", "failed"])).any():
+        raise UnknownName("baseline and candidate have no (suite, task, method, budget) with results in common "
+                          f"(baseline {baseline.label}; candidate {candidate.label})")
+    fmt = compare.format_markdown if args.markdown else compare.format_text
+    print(fmt(table, baseline, candidate))
+    return 1 if len(compare.regressions(table)) else 0
+
+
+def cmd_recommend(args) -> int:
+    from bench import history, recommend as rec
+    from bench.units import name_value, parse_number, parse_percent, parse_size_mb
+    if args.results:
+        from bench.store import ResultStore
+        records = [r for folder in args.results for r in ResultStore(folder).records()]
+        if not records:
+            raise UnknownName(f"no results in {', '.join(map(str, args.results))}")
+    else:
+        records = history.records(args.db or history.default_path(), suite=args.suite)
+    constraints = []
+    if args.max_memory:
+        constraints.append(rec.Constraint(rec.MEMORY, parse_size_mb(args.max_memory), upper=True))
+    if args.max_trainable:
+        constraints.append(rec.Constraint("trainable_pct", parse_percent(args.max_trainable), upper=True))
+    for item in args.min_metric or []:
+        name, value = name_value(item, "--min-metric")
+        constraints.append(rec.Constraint(name or rec.HEADLINE, parse_number(value), upper=False))
+    tasks = [args.task] if args.task else list(dict.fromkeys(r["task"] for r in records if r.get("suite") == args.suite))
+    if not tasks:
+        raise UnknownName(f"no runs of suite {args.suite!r} in the "
+                          f"{'results given' if args.results else 'history ' + str(args.db or history.default_path())}")
+    code = 0
+    for task in tasks:
+        result = rec.recommend(records, args.suite, task, constraints, args.priority, budget=args.budget,
+                               model=args.model, device=args.device)
+        print(rec.format_result(result, args.priority) + "\n")
+        code = code or (0 if result.top else 1)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +211,62 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>)")
     run.add_argument("--strict", action="store_true", help="exit 1 if any run failed")
     run.add_argument("--verbose", action="store_true", help="show each worker's output instead of logging it")
+    run.add_argument("--no-report", action="store_true", help="skip writing report.html and report.md")
+    run.add_argument("--db", type=Path, help="history database to add every run to (default: $BENCH_HISTORY_DB, "
+                                             "else history.db beside the results folder: runs/history.db)")
     run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="render result folders as one self-contained HTML page (+ Markdown)")
+    report.add_argument("results", nargs="*", type=Path,
+                        help="result folders (default: the newest under runs/)")
+    report.add_argument("--out", type=Path,
+                        help="HTML file to write; report.md goes beside it (default: report.html in the "
+                             "result folder, or ./report.html for several folders)")
+    report.add_argument("--title", default="peft-bench report")
+    report.set_defaults(func=cmd_report)
+
+    db_help = "history database (default: $BENCH_HISTORY_DB, else runs/history.db)"
+    hist = sub.add_parser("history", help="print a metric's series over time from the history database")
+    hist.add_argument("--suite")
+    hist.add_argument("--task")
+    hist.add_argument("--method")
+    hist.add_argument("--metric", help="metric name (default: each task's headline metric)")
+    hist.add_argument("--db", type=Path, help=db_help)
+    hist.add_argument("--import", dest="import_folders", nargs="+", type=Path, metavar="FOLDER",
+                      help="add the runs of results folders to the database instead (idempotent)")
+    hist.set_defaults(func=cmd_history)
+
+    cmp = sub.add_parser("compare", help="gate on regressions: exit 0 none, 1 regression, 2 usage error")
+    cmp.add_argument("--baseline", required=True,
+                     help="results folder, git commit (prefix), invocation id, latest or previous")
+    cmp.add_argument("--candidate", default="latest", help="as --baseline (default: latest)")
+    cmp.add_argument("--suite", help="only this suite (also narrows latest/previous)")
+    cmp.add_argument("--tasks", type=_csv)
+    cmp.add_argument("--methods", type=_csv)
+    cmp.add_argument("--metrics", type=_csv, help="metric names or kinds (task, memory, speed, size) to gate on "
+                                                  "(default: every metric with a direction)")
+    cmp.add_argument("--threshold", action="append", metavar="NAME=VALUE",
+                     help="per metric or kind: absolute for task metrics (accuracy=0.02), relative for the others "
+                          "(peak_rss_mb=0.2, speed=50%%); repeatable")
+    cmp.add_argument("--k", type=float, default=2.0, help="noise multiplier on the seed std (default: 2)")
+    cmp.add_argument("--markdown", action="store_true", help="GitHub-flavoured Markdown (CI job summary)")
+    cmp.add_argument("--db", type=Path, help=db_help)
+    cmp.set_defaults(func=cmd_compare)
+
+    recm = sub.add_parser("recommend", help="rank methods under constraints, from the history or a results folder")
+    recm.add_argument("--suite", required=True)
+    recm.add_argument("--task", help="one task (default: each task of the suite with runs)")
+    recm.add_argument("--max-memory", metavar="SIZE", help="peak memory bound, e.g. 2GB or 800MB")
+    recm.add_argument("--max-trainable", metavar="PCT", help="trainable share bound, e.g. 1%%")
+    recm.add_argument("--min-metric", action="append", metavar="[NAME=]VALUE",
+                      help="lower bound on the task metric (0.8 or 80%%) or on a named metric; repeatable")
+    recm.add_argument("--priority", default="metric", help="metric | memory | speed (default: metric)")
+    recm.add_argument("--budget", help="budget to rank (default: the newest run's)")
+    recm.add_argument("--model", help="model to rank (default: the newest run's)")
+    recm.add_argument("--device", help="device to rank (default: the newest run's)")
+    recm.add_argument("--results", nargs="+", type=Path, metavar="FOLDER", help="results folders instead of the history")
+    recm.add_argument("--db", type=Path, help=db_help)
+    recm.set_defaults(func=cmd_recommend)
     return parser
 
 

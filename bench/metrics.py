@@ -58,6 +58,7 @@ METRICS: dict[str, Metric] = {
     "adalora_rank_initial": Metric("count", None, "info"),
     "adalora_rank_final": Metric("count", None, "info"),
     "truncated_words": Metric("count", None, "info"),
+    "empty_words": Metric("count", None, "info"),  # NER words the tokenizer gave no piece (scored as O)
 }
 
 _PREFIXES = {"f1_": Metric("ratio", True, "task")}

@@ -55,7 +55,8 @@ def run_one(spec: dict, log_dir: Path, verbose: bool = False) -> dict:
     return record
 
 
-def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=None) -> list[dict]:
+def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=None,
+             history_db: Path | None = None) -> list[dict]:
     store = ResultStore(out_dir)
     records = []
     bar = tqdm(specs, desc="runs", unit="run", disable=None, file=sys.stderr)
@@ -63,7 +64,21 @@ def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=N
         bar.set_postfix_str(f"{spec['task']} / {spec['method']} / seed {spec['seed']}")
         record = run_one(spec, out_dir / "logs", verbose)
         store.append(record)  # stored at once: a later crash cannot lose it
+        if history_db is not None:
+            _record_history(history_db, record, out_dir)
         records.append(record)
         if describe is not None:
             tqdm.write(describe(record), file=sys.stderr)
     return records
+
+
+def _record_history(db: Path, record: dict, out_dir: Path) -> None:
+    """Add the record to the history database; results.jsonl already holds it, so a failure only warns
+    (`bench history --import FOLDER` backfills)."""
+    import sqlite3
+
+    from bench import history
+    try:
+        history.record_run(db, record, source=str(Path(out_dir).resolve()))
+    except (sqlite3.Error, OSError) as exc:
+        tqdm.write(f"bench: warning: could not write {db}: {exc}", file=sys.stderr)

@@ -43,7 +43,7 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
         timed = step > warmup_steps
         with timer.section(timed):
             batch = to_device(batch, device)
-            out = model(**batch)
+            out = method.forward(model, batch)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -66,6 +66,6 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
         stats.steps, stats.final_loss, stats.final_task_loss = step, loss, tl
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{tl:.3f}")
+            progress.set_postfix(loss=f"{tl:.3f}", refresh=False)
     stats.timed_wall_s, stats.timed_cpu_s = timer.wall, timer.cpu
     return stats

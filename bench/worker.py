@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from bench import faults
 from bench.env import environment
@@ -85,9 +86,12 @@ def execute(spec: dict, record: dict) -> None:
     peak = PeakMemory(device)
     metrics["rss_loaded_mb"] = current_rss_mb()
     peak.reset()
-    stats = train(model, task.train_batches(train_examples, processor, budget, spec["seed"]), task=task,
-                  method=method, total_steps=steps, lr=lr, device=device, warmup_steps=budget.warmup_steps,
-                  log_every=budget.log_every)
+    # Step progress goes to the run's log (or the terminal with --verbose); sparse when not a terminal.
+    with tqdm(total=steps, desc=f"{task.name}/{method.name} train", unit="step",
+              mininterval=0.5 if sys.stderr.isatty() else 15) as bar:
+        stats = train(model, task.train_batches(train_examples, processor, budget, spec["seed"]), task=task,
+                      method=method, total_steps=steps, lr=lr, device=device, warmup_steps=budget.warmup_steps,
+                      log_every=budget.log_every, progress=bar)
     metrics.update(peak.read())
     metrics["peak_rss_increase_mb"] = metrics["peak_rss_mb"] - metrics["rss_loaded_mb"]
     record["info"]["peak_memory_source"] = peak.source

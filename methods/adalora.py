@@ -9,6 +9,8 @@ from peft import AdaLoraConfig, get_peft_model
 from methods.base import Method, lora_targets
 
 INIT_R, TARGET_R, ALPHA, DROPOUT = 12, 8, 16, 0.05
+# The AdaLoRA paper uses 0.1 on GLUE; with peft's default 0.5, SST-2 quick accuracy fell from 0.79 to 0.74.
+ORTH_REG_WEIGHT = 0.1
 
 
 class AdaLoRA(Method):
@@ -23,8 +25,14 @@ class AdaLoRA(Method):
         tinit, tfinal = max(1, steps // 10), max(1, (steps * 3) // 10)
         config = AdaLoraConfig(init_r=INIT_R, target_r=TARGET_R, lora_alpha=ALPHA, lora_dropout=DROPOUT,
                                tinit=tinit, tfinal=tfinal, deltaT=max(1, steps // 20), total_step=steps,
+                               orth_reg_weight=ORTH_REG_WEIGHT,
                                target_modules=lora_targets(model), modules_to_save=ctx.head_names)
         return get_peft_model(model, config)
+
+    def forward(self, model, batch):
+        # A PeftModel without a task type calls the transformers model directly and so skips
+        # AdaLoraModel.forward, which is where the orthogonality regulariser is added to the loss.
+        return model.base_model(**batch)
 
     def on_step(self, model, step):
         model.base_model.update_and_allocate(step)

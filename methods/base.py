@@ -1,8 +1,8 @@
 """What a fine-tuning method is: it decides which weights train and how the model is wrapped.
 
 The shared loop (bench/train.py) calls, in order: `load_kwargs` (before loading, e.g. int8 loading),
-`apply` (freeze/wrap), `on_step` (after every optimiser step), `finish` (checks and extra figures),
-`save` (what the method must store; its size on disk is recorded).
+`apply` (freeze/wrap), `forward` (each training step), `on_step` (after every optimiser step),
+`finish` (checks and extra figures), `save` (what the method must store; its size on disk is recorded).
 """
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ class Method:
 
     def apply(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
         raise NotImplementedError
+
+    def forward(self, model: torch.nn.Module, batch: dict):
+        """The training forward pass (its `.loss` is what the optimiser minimises)."""
+        return model(**batch)
 
     def on_step(self, model: torch.nn.Module, step: int) -> None:
         pass

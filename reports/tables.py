@@ -19,6 +19,13 @@ SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "size MB": "adapter_size_mb",
     "wall s": "wall_time_s",
 }
+# A run whose accuracy is within this many points of always guessing the commonest class learned
+# (next to) nothing: its other figures describe a failed fine-tune, not the method.
+NEAR_CHANCE_POINTS = 0.03
+
+
+def near_chance(accuracy: float, majority_rate: float) -> bool:
+    return bool(pd.notna(accuracy) and pd.notna(majority_rate) and accuracy <= majority_rate + NEAR_CHANCE_POINTS)
 
 
 def long_table(records: list[dict]) -> pd.DataFrame:
@@ -47,9 +54,9 @@ def write_tables(records: list[dict], folder: Path) -> dict[str, Path]:
 
 
 def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
-    """Per task and method: the headline metric and the cost columns, mean over seeds.
+    """Per task and method: the headline metric (mean, sample std, n) and the cost columns, mean over seeds.
 
-    `metric_of` maps task name -> headline metric name.
+    `metric_of` maps task name -> headline metric name. `note` flags near-chance accuracy.
     """
     wide = wide_table(records)
     rows = []
@@ -57,11 +64,14 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
         ok = g[g.status == "ok"]
         metric = metric_of.get(task, "")
         row = {"task": task, "method": method, "status": _status(g), "n": len(ok),
-               "metric": metric, "value": ok[metric].mean() if metric in ok and len(ok) else float("nan")}
+               "metric": metric, "value": ok[metric].mean() if metric in ok and len(ok) else float("nan"),
+               "std": ok[metric].std() if metric in ok and len(ok) > 1 else float("nan")}
         for col, name in SUMMARY_COLUMNS.items():
             row[col] = ok[name].mean() if name in ok and len(ok) else float("nan")
         if not len(ok):
             row["note"] = str(g.error.iloc[-1])[:70]
+        elif metric == "accuracy" and "majority_rate" in ok and near_chance(row["value"], ok["majority_rate"].mean()):
+            row["note"] = f"near chance (majority class {ok['majority_rate'].mean():.3f})"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -72,4 +82,8 @@ def _status(g: pd.DataFrame) -> str:
 
 
 def format_summary(frame: pd.DataFrame) -> str:
+    if "std" in frame:  # one column "mean ± std" (std only with two or more seeds)
+        frame = frame.copy()
+        frame["value"] = [f"{v:.4g}" + (f" ± {s:.2g}" if pd.notna(s) else "") if pd.notna(v) else "-"
+                          for v, s in zip(frame["value"], frame.pop("std"))]
     return frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

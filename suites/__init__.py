@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from bench.errors import UnknownName
-from suites import smoke, sst2
+from suites import conll2003, smoke, smoke_ner, sst2
 from suites.base import Budget, Task
 
 SUITES: dict[str, list[Task]] = {
-    "nlp": [sst2.TASK],
-    "smoke": smoke.TASKS,
+    "nlp": [sst2.TASK, conll2003.TASK],
+    "smoke": smoke.TASKS + [smoke_ner.TASK],
 }
 BUDGETS = ["smoke", "quick", "full"]
 

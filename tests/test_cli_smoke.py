@@ -42,6 +42,9 @@ def test_peft_counts_and_adalora_reallocation_are_recorded(smoke_run):
         assert wide.loc[m, "trainable_params"] == wide.loc[m, "peft_trainable_params"]
     assert wide.loc["adalora", "ranks_reallocated"] == 1
     assert wide.loc["adalora", "adalora_rank_final"] < wide.loc["adalora", "adalora_rank_initial"]
+    # AdaLoRA's optimised loss includes its orthogonality regulariser; the task loss is logged apart.
+    assert abs(wide.loc["adalora", "train_loss"] - wide.loc["adalora", "train_task_loss"]) > 1e-6
+    assert wide.loc["lora", "train_loss"] == pytest.approx(wide.loc["lora", "train_task_loss"], rel=1e-5)
     assert wide.loc["int8-lora", "base_int8_mb"] > 0
 
 

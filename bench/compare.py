@@ -1,0 +1,299 @@
+"""`bench compare`: did a candidate set of runs regress against a baseline? Exit 0 no, 1 yes, 2 usage error.
+
+Each side is a set of run records (a results folder, or an invocation found in the history by commit,
+id, `latest` or `previous`). Runs are matched by (suite, task, method, budget) and averaged over seeds;
+every metric with a declared direction (bench/metrics.py) gets a verdict:
+
+- task metrics (accuracy, F1, loss) regress when they get worse by more than
+  max(absolute floor, k x seed std); the std pools both sides' sample std over seeds, when a side has
+  more than one seed;
+- memory, speed and size metrics regress when they get worse by more than max(relative threshold x
+  baseline, k x seed std) (memory: never less than 10 MB): timings on shared machines move by tens of
+  percent between identical runs.
+
+A configuration whose candidate runs all failed is a regression too; one missing from the candidate is
+reported, not gated (a subset run is a legitimate candidate).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench import history
+from bench.errors import UnknownName
+from bench.metrics import METRICS, metric_info
+from bench.units import name_value, parse_fraction, parse_number
+
+MATCH_KEYS = ["suite", "task", "method", "budget"]
+KINDS = ["task", "memory", "speed", "size"]
+# Defaults, documented in the README: task metrics by an absolute amount in their own unit, the others
+# relative to the baseline. Task metrics in other units than a ratio (loss in nats) get a wider floor.
+DEFAULT_FLOOR = {"ratio": 0.01, "*": 0.1}
+DEFAULT_RELATIVE = {"memory": 0.10, "speed": 0.25, "size": 0.05}
+# Allocator jitter moves RSS by a few MB between identical runs; on small figures (peak_rss_increase_mb
+# of a tiny model) 10% of the baseline is less than that.
+MIN_ALLOWED = {"memory": 10.0}  # MB
+DEFAULT_K = 2.0
+GATING = {"regressed", "failed"}
+
+
+@dataclass
+class Thresholds:
+    k: float = DEFAULT_K
+    overrides: dict[str, float] = field(default_factory=dict)  # metric name or kind -> threshold
+
+    def of(self, metric: str) -> tuple[str, float]:
+        """('absolute', floor) for task metrics, ('relative', fraction) for the others."""
+        info = metric_info(metric)
+        mode = "absolute" if info.kind == "task" else "relative"
+        if metric in self.overrides:
+            return mode, self.overrides[metric]
+        if info.kind in self.overrides:
+            return mode, self.overrides[info.kind]
+        if mode == "absolute":
+            return mode, DEFAULT_FLOOR.get(info.unit, DEFAULT_FLOOR["*"])
+        return mode, DEFAULT_RELATIVE.get(info.kind, DEFAULT_RELATIVE["speed"])
+
+
+def parse_thresholds(items: list[str] | None, k: float = DEFAULT_K) -> Thresholds:
+    """--threshold NAME=VALUE, NAME a metric or a kind; task metrics take an absolute amount (0.02, 2%),
+    the others a fraction of the baseline (0.2, 20%)."""
+    out = Thresholds(k=k)
+    for item in items or []:
+        name, value = name_value(item, "--threshold")
+        if name is None:
+            raise UnknownName(f"bad --threshold {item!r} (expected NAME=VALUE, NAME a metric or one of "
+                              f"{', '.join(KINDS)})")
+        if name not in KINDS and (metric_info(name).higher_is_better is None):
+            raise UnknownName(f"unknown metric {name!r} in --threshold (valid: {', '.join(KINDS)} or a metric "
+                              f"with a direction: {', '.join(gated_metrics())})")
+        absolute = name == "task" or (name not in KINDS and metric_info(name).kind == "task")
+        out.overrides[name] = parse_number(value) if absolute else parse_fraction(value)
+    return out
+
+
+def gated_metrics() -> list[str]:
+    return [m for m, info in METRICS.items() if info.higher_is_better is not None]
+
+
+def _pooled_std(*stds: float) -> float:
+    values = [s for s in stds if s is not None and not math.isnan(s)]
+    return math.sqrt(sum(s * s for s in values) / len(values)) if values else math.nan
+
+
+def verdict(metric: str, base: float, base_std: float, cand: float, cand_std: float,
+            thresholds: Thresholds) -> tuple[str, float]:
+    """(verdict, allowed worsening) for one metric: regressed | improved | unchanged | n/a."""
+    better_up = metric_info(metric).higher_is_better
+    if better_up is None or base is None or cand is None or math.isnan(base) or math.isnan(cand):
+        return "n/a", math.nan
+    mode, value = thresholds.of(metric)
+    allowed = value if mode == "absolute" else max(value * abs(base), MIN_ALLOWED.get(metric_info(metric).kind, 0.0))
+    noise = thresholds.k * _pooled_std(base_std, cand_std)
+    if not math.isnan(noise):
+        allowed = max(allowed, noise)
+    worse = (base - cand) if better_up else (cand - base)
+    if worse > allowed:
+        return "regressed", allowed
+    if -worse > allowed:
+        return "improved", allowed
+    return "unchanged", allowed
+
+
+def _metric_selected(metric: str, wanted: list[str] | None) -> bool:
+    info = metric_info(metric)
+    if info.higher_is_better is None:
+        return False
+    return not wanted or metric in wanted or info.kind in wanted
+
+
+def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds | None = None,
+            metrics: list[str] | None = None) -> pd.DataFrame:
+    """One row per (suite, task, method, budget, metric): baseline, candidate, change, allowed, verdict."""
+    thresholds = thresholds or Thresholds()
+    base_stats, cand_stats = history.stats(baseline, MATCH_KEYS), history.stats(candidate, MATCH_KEYS)
+    rows = []
+    keys = _keys(baseline) + [k for k in _keys(candidate) if k not in _keys(baseline)]
+    for key in keys:
+        ident = dict(zip(MATCH_KEYS, key))
+        b_runs, c_runs = _runs_of(baseline, key), _runs_of(candidate, key)
+        b_ok, c_ok = [r for r in b_runs if r["status"] == "ok"], [r for r in c_runs if r["status"] == "ok"]
+        if not b_ok:
+            if c_ok:
+                rows.append({**ident, "metric": "(runs)", "verdict": "new",
+                             "note": "no successful baseline run" if b_runs else "not in the baseline"})
+            continue
+        if not c_runs:
+            rows.append({**ident, "metric": "(runs)", "verdict": "missing", "note": "not in the candidate"})
+            continue
+        if not c_ok:
+            errors = "; ".join(sorted({str(r.get("error"))[:80] for r in c_runs}))
+            rows.append({**ident, "metric": "(runs)", "verdict": "failed", "note": f"every candidate run failed: {errors}"})
+            continue
+        mismatch = [f"{c}: {_distinct(b_ok, c)} vs {_distinct(c_ok, c)}" for c in ("model", "device")
+                    if _distinct(b_ok, c) != _distinct(c_ok, c)]
+        if mismatch:
+            rows.append({**ident, "metric": "(runs)", "verdict": "incomparable", "note": "; ".join(mismatch)})
+            continue
+        b = _by_metric(base_stats, key)
+        c = _by_metric(cand_stats, key)
+        for metric in [m for m in b if m in c and _metric_selected(m, metrics)]:
+            v, allowed = verdict(metric, b[metric]["mean"], b[metric]["std"], c[metric]["mean"], c[metric]["std"],
+                                 thresholds)
+            base_mean, cand_mean = b[metric]["mean"], c[metric]["mean"]
+            rows.append({**ident, "metric": metric, "unit": metric_info(metric).unit,
+                         "baseline": base_mean, "baseline_std": b[metric]["std"], "baseline_n": b[metric]["n"],
+                         "candidate": cand_mean, "candidate_std": c[metric]["std"], "candidate_n": c[metric]["n"],
+                         "change": cand_mean - base_mean,
+                         "change_pct": (cand_mean - base_mean) / abs(base_mean) * 100 if base_mean else math.nan,
+                         "allowed": allowed, "verdict": v})
+    columns = MATCH_KEYS + ["metric", "unit", "baseline", "baseline_std", "baseline_n", "candidate", "candidate_std",
+                            "candidate_n", "change", "change_pct", "allowed", "verdict", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _keys(records: list[dict]) -> list[tuple]:
+    seen = {}
+    for r in records:
+        seen.setdefault(tuple(r.get(k) for k in MATCH_KEYS), None)
+    return list(seen)
+
+
+def _runs_of(records: list[dict], key: tuple) -> list[dict]:
+    return [r for r in records if tuple(r.get(k) for k in MATCH_KEYS) == key]
+
+
+def _distinct(records: list[dict], column: str) -> str:
+    return ",".join(sorted({str(r.get(column)) for r in records}))
+
+
+def _by_metric(stats: pd.DataFrame, key: tuple) -> dict[str, dict]:
+    mask = pd.Series(True, index=stats.index)
+    for column, value in zip(MATCH_KEYS, key):
+        mask &= stats[column] == value
+    return {row.metric: {"mean": row.mean, "std": row.std, "n": row.n} for row in stats[mask].itertuples()}
+
+
+def regressions(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table.verdict.isin(GATING)]
+
+
+# --- references ----------------------------------------------------------------------------------------
+
+@dataclass
+class Side:
+    label: str
+    records: list[dict]
+
+
+def resolve(ref: str, db: Path, suite: str | None = None, before: Side | None = None) -> Side:
+    """A results folder, `latest`, `previous` (the history's invocation before `before`), an invocation id
+    or a git commit (prefix) from the history."""
+    path = Path(ref)
+    if path.is_dir() or path.name == "results.jsonl":
+        from bench.store import ResultStore
+        folder = path.parent if path.name == "results.jsonl" else path
+        records = [r for r in ResultStore(folder).records() if suite is None or r.get("suite") == suite]
+        if not records:
+            raise UnknownName(f"no results{f' for suite {suite}' if suite else ''} in folder {str(folder)!r}")
+        return Side(str(folder), records)
+    inv = history.invocations(db, **({"suite": suite} if suite else {}))
+    if inv.empty:
+        raise UnknownName(f"reference {ref!r} needs the history, but {str(db)!r} holds no runs"
+                          f"{f' of suite {suite}' if suite else ''}")
+    if ref == "latest":
+        chosen = inv.iloc[-1]
+    elif ref == "previous":
+        chosen = _previous(inv, before)
+    else:
+        by_id = inv[inv.invocation.astype(str).str.startswith(ref)]
+        by_commit = inv[inv.git_commit.fillna("").str.split(",").map(lambda cs: any(c.startswith(ref) for c in cs))] \
+            if len(ref) >= 4 else inv.iloc[:0]
+        found = by_id if len(by_id) else by_commit
+        if found.empty:
+            raise UnknownName(f"unknown reference {ref!r} (valid: a results folder, latest, previous, an invocation "
+                              f"id or a git commit in the history; latest is {inv.iloc[-1].invocation})")
+        chosen = found.iloc[-1]  # the newest invocation at that commit
+    records = history.records(db, invocation=chosen.invocation)
+    return Side(f"{ref} = {chosen.invocation} (commit {chosen.git_commit or 'unknown'}, {chosen.finished_at})",
+                [r for r in records if suite is None or r.get("suite") == suite])
+
+
+def _previous(inv: pd.DataFrame, before: Side | None):
+    """The newest invocation older than the candidate that shares a configuration with it."""
+    if before is None:
+        if len(inv) < 2:
+            raise UnknownName("reference 'previous' needs two invocations in the history, found "
+                              f"{len(inv)}")
+        return inv.iloc[-2]
+    ours = {r.get("invocation") for r in before.records}
+    configs = {tuple(str(r.get(k)) for k in MATCH_KEYS) for r in before.records}
+    newest = max((r.get("finished_at") or "" for r in before.records), default="")
+    older = inv[~inv.invocation.isin(ours) & (inv.finished_at.fillna("") <= newest)]
+    older = older[older.configs.map(lambda cs: bool(cs & configs))]
+    if older.empty:
+        raise UnknownName("reference 'previous': the history holds no earlier run of the candidate's "
+                          "configurations (suite, task, method, budget)")
+    return older.iloc[-1]
+
+
+# --- output --------------------------------------------------------------------------------------------
+
+def _fmt(value: float, std: float = math.nan, n: int | float = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = f"{value:.4g}"
+    if n and n > 1 and not math.isnan(std):
+        text += f" ± {std:.2g} (n={int(n)})"
+    return text
+
+
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.itertuples():
+        measured = isinstance(r.unit, str)
+        rows.append({
+            "task": r.task, "method": r.method, "budget": r.budget, "metric": r.metric,
+            "unit": r.unit if measured else "",
+            "baseline": _fmt(r.baseline, r.baseline_std, r.baseline_n) if measured else "",
+            "candidate": _fmt(r.candidate, r.candidate_std, r.candidate_n) if measured else "",
+            "change": (f"{r.change:+.4g}" + (f" ({r.change_pct:+.1f}%)" if not math.isnan(r.change_pct) else ""))
+            if measured else "",
+            "allowed": f"{r.allowed:.3g}" if measured and not math.isnan(r.allowed) else "",
+            "verdict": r.verdict if measured else f"{r.verdict}: {r.note}",
+        })
+    return pd.DataFrame(rows)
+
+
+def headline(table: pd.DataFrame) -> str:
+    bad = regressions(table)
+    counts = table.verdict.value_counts()
+    parts = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regressed", "failed", "improved", "unchanged", "missing",
+                                                            "new", "incomparable") if counts.get(v, 0))
+    if len(bad):
+        where = ", ".join(f"{r.task}/{r.method} {r.metric}" for r in bad.itertuples())
+        return f"REGRESSION: {where} ({parts})"
+    return f"no regression ({parts})"
+
+
+def format_text(table: pd.DataFrame, baseline: Side, candidate: Side) -> str:
+    body = _display(table).to_string(index=False) if len(table) else "(nothing in common)"
+    return f"baseline:  {baseline.label}\ncandidate: {candidate.label}\n\n{body}\n\n{headline(table)}"
+
+
+def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side) -> str:
+    shown = _display(table)
+    icon = {"regressed": "❌ regressed", "failed": "❌ failed", "improved": "✅ improved"}
+    lines = ["## bench compare", "", f"- baseline: `{baseline.label}`", f"- candidate: `{candidate.label}`", "",
+             f"**{headline(table)}**", ""]
+    if len(shown):
+        lines.append("| " + " | ".join(shown.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in shown.columns) + "|")
+        for row in shown.itertuples(index=False):
+            cells = [str(c).replace("|", "\\|") for c in row]
+            cells[-1] = next((icon[k] + cells[-1][len(k):] for k in icon if cells[-1].startswith(k)), cells[-1])
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

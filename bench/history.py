@@ -1,0 +1,247 @@
+"""The history store: every finished run, from every invocation, in one SQLite database.
+
+`results.jsonl` in each output folder stays the source of truth for that folder; the history database
+adds the time axis (nightly runs, commits) that `bench compare`, `bench recommend` and the report's trends
+read. SQLite ships with Python, needs no server and, in WAL mode, lets several `bench run` processes
+write one file at once (each write is one short transaction; a writer waits up to BUSY_TIMEOUT_S for
+another's lock) while a writer killed mid-transaction leaves the database as it was before it began.
+
+Schema (loadable into pandas in one call: `pd.read_sql("SELECT * FROM runs_long", sqlite3.connect(db))`):
+  runs(run_id PK, invocation, suite, task, method, seed, budget, model, device, status, error, lr,
+       host, cpu_model, gpu_name, git_commit, packages JSON, env JSON, info JSON, started_at, finished_at,
+       source, recorded_at)
+  metrics(run_id, name, value, unit)          one row per run x metric
+  runs_long                                   view: runs joined with metrics (one row per run x metric)
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import UnknownName
+from bench.metrics import metric_info
+
+DB_NAME = "history.db"
+BUSY_TIMEOUT_S = 60.0
+CONFIG_KEYS = ["suite", "task", "method", "budget", "model", "device"]  # one series of comparable runs
+RUN_COLUMNS = ["run_id", "invocation", "suite", "task", "method", "seed", "budget", "model", "device", "status",
+               "error", "lr", "host", "cpu_model", "gpu_name", "git_commit", "packages", "env", "info",
+               "started_at", "finished_at", "source", "recorded_at"]
+JSON_COLUMNS = {"packages", "env", "info"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, invocation TEXT, suite TEXT, task TEXT, method TEXT, seed INTEGER, budget TEXT,
+    model TEXT, device TEXT, status TEXT, error TEXT, lr REAL, host TEXT, cpu_model TEXT, gpu_name TEXT,
+    git_commit TEXT, packages TEXT, env TEXT, info TEXT, started_at TEXT, finished_at TEXT, source TEXT,
+    recorded_at TEXT);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, name TEXT NOT NULL, value REAL, unit TEXT,
+    PRIMARY KEY (run_id, name));
+CREATE INDEX IF NOT EXISTS runs_series ON runs (suite, task, method, budget, finished_at);
+CREATE INDEX IF NOT EXISTS runs_invocation ON runs (invocation);
+CREATE INDEX IF NOT EXISTS runs_commit ON runs (git_commit);
+CREATE VIEW IF NOT EXISTS runs_long AS
+    SELECT r.run_id, r.invocation, r.suite, r.task, r.method, r.seed, r.budget, r.model, r.device, r.status,
+           r.host, r.git_commit, r.started_at, r.finished_at, m.name AS metric, m.value, m.unit
+    FROM runs r JOIN metrics m USING (run_id);
+"""
+
+
+def default_path(out_dir: str | os.PathLike | None = None) -> Path:
+    """$BENCH_HISTORY_DB if set; else `history.db` beside the output folder (runs/history.db by default)."""
+    if os.environ.get("BENCH_HISTORY_DB"):
+        return Path(os.environ["BENCH_HISTORY_DB"])
+    return (Path(out_dir).parent if out_dir is not None else Path("runs")) / DB_NAME
+
+
+@contextlib.contextmanager
+def connect(path: str | os.PathLike, create: bool = True):
+    path = Path(path)
+    if not create and not path.is_file():
+        raise UnknownName(f"no history database at {str(path)!r} (run `bench run` first, or pass --db)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) so a writer takes the lock
+    # up front and waits for it under the busy timeout instead of failing half-way.
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if create:
+            con.execute("PRAGMA journal_mode = WAL")  # persistent; readers never block the writer
+            con.execute("PRAGMA foreign_keys = ON")
+            con.executescript(SCHEMA)
+        yield con
+    finally:
+        con.close()
+
+
+def _row(record: dict, source: str | None) -> dict:
+    env = record.get("env") or {}
+    row = {k: record.get(k) for k in ("run_id", "invocation", "suite", "task", "method", "seed", "budget", "model",
+                                      "device", "status", "error", "started_at", "finished_at")}
+    row.update(lr=(record.get("metrics") or {}).get("lr"), host=env.get("hostname"), cpu_model=env.get("cpu_model"),
+               gpu_name=env.get("gpu_name"), git_commit=env.get("git_commit"),
+               packages=json.dumps(env.get("packages") or {}), env=json.dumps(env, default=str),
+               info=json.dumps(record.get("info") or {}, default=str), source=source,
+               recorded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    return row
+
+
+def record_runs(path: str | os.PathLike, records: list[dict], source: str | None = None) -> int:
+    """Insert (or replace, by run_id) records in one transaction; returns how many were written."""
+    rows = [_row(r, source) for r in records if r.get("run_id")]
+    with connect(path) as con:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for row, record in zip(rows, (r for r in records if r.get("run_id"))):
+                con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", [row[c] for c in RUN_COLUMNS])
+                con.execute("DELETE FROM metrics WHERE run_id = ?", (row["run_id"],))
+                con.executemany("INSERT INTO metrics (run_id, name, value, unit) VALUES (?, ?, ?, ?)",
+                                [(row["run_id"], name, _number(value), metric_info(name).unit)
+                                 for name, value in (record.get("metrics") or {}).items()])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return len(rows)
+
+
+def record_run(path: str | os.PathLike, record: dict, source: str | None = None) -> None:
+    record_runs(path, [record], source)
+
+
+def import_folder(path: str | os.PathLike, folder: str | os.PathLike) -> int:
+    """Backfill the history from an output folder's results.jsonl (idempotent: keyed by run_id)."""
+    from bench.store import ResultStore
+    records = ResultStore(folder).records()
+    if not records:
+        raise UnknownName(f"no results in {str(folder)!r} (expected {Path(folder) / 'results.jsonl'})")
+    return record_runs(path, records, source=str(Path(folder).resolve()))
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+def _where(filters: dict) -> tuple[str, list]:
+    clauses, args = [], []
+    for column, value in filters.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple, set)) else [value]
+        clauses.append(f"r.{column} IN ({', '.join('?' * len(values))})")
+        args += list(values)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def runs(path: str | os.PathLike, **filters) -> pd.DataFrame:
+    """One row per run (the `runs` table), filtered by column=value or column=[values]."""
+    where, args = _where(filters)
+    with connect(path, create=False) as con:
+        return pd.read_sql(f"SELECT * FROM runs r{where} ORDER BY r.finished_at, r.suite, r.task, r.method, r.seed", con, params=args)
+
+
+def records(path: str | os.PathLike, **filters) -> list[dict]:
+    """Rebuild run records (identity, status, error, metrics, info, env) like those in results.jsonl."""
+    where, args = _where(filters)
+    with connect(path, create=False) as con:
+        frame = pd.read_sql(f"SELECT * FROM runs r{where} ORDER BY r.finished_at, r.suite, r.task, r.method, r.seed", con, params=args)
+        metrics = pd.read_sql(f"SELECT m.run_id, m.name, m.value FROM metrics m JOIN runs r USING (run_id){where}",
+                              con, params=args)
+    by_run: dict[str, dict] = {}
+    for run_id, name, value in metrics.itertuples(index=False):
+        by_run.setdefault(run_id, {})[name] = math.nan if value is None else value
+    out = []
+    for row in frame.to_dict("records"):
+        record = {k: v for k, v in row.items() if k not in JSON_COLUMNS}
+        record.update({k: json.loads(row[k]) if row[k] else {} for k in JSON_COLUMNS})
+        record["seed"] = None if pd.isna(row["seed"]) else int(row["seed"])
+        record["metrics"] = by_run.get(row["run_id"], {})
+        out.append(record)
+    return out
+
+
+def long(path: str | os.PathLike, **filters) -> pd.DataFrame:
+    """The `runs_long` view as a DataFrame: one row per run x metric."""
+    where, args = _where(filters)
+    with connect(path, create=False) as con:
+        return pd.read_sql(f"SELECT * FROM runs_long r{where} ORDER BY r.finished_at, r.suite, r.task, r.method, r.seed", con, params=args)
+
+
+def invocations(path: str | os.PathLike, **filters) -> pd.DataFrame:
+    """One row per invocation (a `bench run` call), oldest first: when it ended, its commit(s), its configs."""
+    frame = runs(path, **filters)
+    if frame.empty:
+        return pd.DataFrame(columns=["invocation", "finished_at", "git_commit", "suites", "configs"])
+    rows = []
+    for inv, g in frame.groupby("invocation", sort=False):
+        rows.append({"invocation": inv, "finished_at": g.finished_at.dropna().max(),
+                     "git_commit": ",".join(sorted(set(g.git_commit.dropna()))),
+                     "suites": ",".join(sorted(set(g.suite.dropna()))),
+                     "configs": set(map(tuple, g[["suite", "task", "method", "budget"]].astype(str).values))})
+    return pd.DataFrame(rows).sort_values("finished_at", na_position="first", kind="stable").reset_index(drop=True)
+
+
+# --- series -------------------------------------------------------------------------------------------
+
+def stats(records: list[dict], keys: list[str] | None = None) -> pd.DataFrame:
+    """Mean, sample std (NaN for one run) and n per configuration x metric, over the `ok` runs."""
+    keys = keys or CONFIG_KEYS
+    rows = [{**{k: r.get(k) for k in keys}, "metric": name, "value": _number(value)}
+            for r in records if r.get("status") == "ok" for name, value in (r.get("metrics") or {}).items()]
+    if not rows:
+        return pd.DataFrame(columns=keys + ["metric", "mean", "std", "n"])
+    frame = pd.DataFrame(rows).dropna(subset=["value"])
+    out = frame.groupby(keys + ["metric"], sort=False, dropna=False)["value"].agg(["mean", "std", "count"])
+    return out.rename(columns={"count": "n"}).reset_index()
+
+
+def trends(path: str | os.PathLike, suite=None, task=None, method=None, metric=None) -> pd.DataFrame:
+    """Metric over time per configuration: one row per (configuration, metric, invocation), oldest first.
+
+    Columns: the CONFIG_KEYS, metric, invocation, git_commit, date (when the invocation's last run ended),
+    mean, std, n, and `regressed`: whether this point regressed against the previous point of its series,
+    by the same thresholds as `bench compare` (False for a series' first point). For the HTML report and
+    `bench history`.
+    """
+    from bench.compare import Thresholds, verdict
+
+    recs = records(path, **{k: v for k, v in dict(suite=suite, task=task, method=method).items() if v})
+    frame = stats(recs, CONFIG_KEYS + ["invocation"])
+    columns = CONFIG_KEYS + ["metric", "invocation", "git_commit", "date", "mean", "std", "n", "regressed"]
+    if metric is not None:
+        wanted = [metric] if isinstance(metric, str) else list(metric)
+        frame = frame[frame.metric.isin(wanted)]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    meta = pd.DataFrame([{"invocation": r["invocation"], "finished_at": r.get("finished_at"),
+                          "git_commit": r.get("git_commit")} for r in recs])
+    meta = meta.groupby("invocation").agg(date=("finished_at", "max"),
+                                          git_commit=("git_commit", lambda s: ",".join(sorted(set(s.dropna())))))
+    frame = frame.join(meta, on="invocation").sort_values("date", kind="stable")
+    thresholds = Thresholds()
+    regressed = []
+    for _, series in frame.groupby(CONFIG_KEYS + ["metric"], sort=False, dropna=False):
+        prev = None
+        for idx, row in series.iterrows():
+            flag = False
+            if prev is not None:
+                flag = verdict(row.metric, prev["mean"], prev["std"], row["mean"], row["std"], thresholds)[0] == "regressed"
+            regressed.append((idx, flag))
+            prev = row
+    frame["regressed"] = pd.Series(dict(regressed))
+    return frame[columns].reset_index(drop=True)

@@ -1,0 +1,83 @@
+"""`bench report`: one self-contained HTML page (plus the same tables in Markdown) from result folders.
+
+jinja2 renders the page (autoescaped: error messages and paths land in it verbatim); matplotlib draws the
+plots as SVG, embedded as data: URIs so each figure keeps its own element ids and nothing is fetched.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+from pathlib import Path
+
+import jinja2
+
+from bench.errors import UnknownName
+from bench.store import RESULTS_FILE, ResultStore
+from reports.markdown import markdown_report
+from reports.plots import method_colors, section_plots
+from reports.sections import build_sections, fmt_number
+
+DEFAULT_TITLE = "peft-bench report"
+
+
+def load_records(paths: list[str | os.PathLike]) -> tuple[list[dict], list[Path]]:
+    """Records of every result folder (or results.jsonl file) given, each run once even if listed twice."""
+    records, seen, folders = [], set(), []
+    for raw in paths:
+        path = Path(raw)
+        folder = path.parent if path.name == RESULTS_FILE else path
+        if not (folder / RESULTS_FILE).is_file():
+            raise UnknownName(f"no results in {str(raw)!r} (expected a folder holding {RESULTS_FILE}, "
+                              f"as written by `bench run --out FOLDER`)")
+        folders.append(folder)
+        for r in ResultStore(folder).records():
+            key = r.get("run_id") or id(r)
+            if key not in seen:
+                seen.add(key)
+                records.append(r)
+    return records, folders
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.globals["fmt_number"] = fmt_number
+    return env
+
+
+def _data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def render_html(records: list[dict], sources: list[Path], title: str = DEFAULT_TITLE) -> str:
+    sections = build_sections(records)
+    colors = method_colors(list(dict.fromkeys(str(r.get("method")) for r in records)))
+    for s in sections:
+        s.plots = [(kind, caption, _data_uri(svg)) for kind, caption, svg in section_plots(s, colors)]
+    totals: dict[str, int] = {}
+    for r in records:
+        totals[r.get("status") or "unknown"] = totals.get(r.get("status") or "unknown", 0) + 1
+    return _environment().get_template("report.html.j2").render(
+        title=title, sections=sections, sources=[str(s) for s in sources], totals=totals, total_runs=len(records),
+        generated=dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+
+
+def write_report(records: list[dict], html_path: Path, sources: list[Path],
+                 title: str = DEFAULT_TITLE) -> dict[str, Path]:
+    """Write `<name>.html` and `<name>.md` side by side; returns their paths."""
+    html_path = Path(html_path)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(render_html(records, sources, title), encoding="utf-8")
+    md_path = html_path.with_suffix(".md")
+    md_path.write_text(markdown_report(build_sections(records), title), encoding="utf-8")
+    return {"html": html_path, "markdown": md_path}
+
+
+def latest_results(root: Path) -> Path:
+    """The newest result folder under `root` (what `bench run` writes by default), for a bare `bench report`."""
+    folders = sorted((p.parent for p in Path(root).glob(f"*/{RESULTS_FILE}")), key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise UnknownName(f"no result folders under {str(root)!r} (pass one or more: bench report RESULTS... )")
+    return folders[-1]

@@ -1,0 +1,39 @@
+"""The report's tables as Markdown (GitHub flavour), for a CI job summary or a pull-request comment."""
+from __future__ import annotations
+
+from reports.sections import Section, fmt_stat
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def section_table(section: Section) -> str:
+    header = ["method"] + [_header(c) for c in section.columns] + ["status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(section.columns) + ["---"]) + "|"]
+    for row in section.rows:
+        cells = [f"`{row.method}`"]
+        for col in section.columns:
+            text = fmt_stat(row.stats[col.metric], col.metric, with_n=col.headline)
+            cells.append(f"**{text}**" if row.method in section.best.get(col.metric, ()) else text)
+        status = row.status if row.all_ok else f"{row.status}: " + "; ".join(row.reasons)
+        cells.append(_escape(status))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _header(col) -> str:
+    arrow = {True: " ↑", False: " ↓"}.get(col.higher_is_better, "")
+    return f"{col.label}{f' ({col.unit})' if col.unit else ''}{arrow}"
+
+
+def markdown_report(sections: list[Section], title: str) -> str:
+    parts = [f"# {title}", "",
+             "Mean ± standard deviation over seeds (n = successful runs); **bold** is the best value of a column "
+             "(↑ higher is better, ↓ lower is better)."]
+    for s in sections:
+        env = dict(s.env)
+        conditions = ", ".join(f"{k} {env[k]}" for k in ("device", "GPU", "git commit") if k in env)
+        parts += ["", f"## {s.title}", "", f"budget `{s.budget}`, model `{s.model}`; {conditions}", "",
+                  section_table(s)]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,274 @@
+"""What a report shows, independent of its format: one section per measured condition, one row per method.
+
+A section is a (suite, task, budget, model, device) combination, so numbers measured under different
+conditions never share a mean, a table or a plot. The HTML and Markdown reports both render these.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from bench.errors import UnknownName
+from bench.metrics import metric_info
+
+# A parameter count has no declared direction in bench/metrics.py (it is a size, not a goal), but in a
+# comparison of fine-tuning methods fewer trainable parameters is the point, as for `trainable_pct`.
+DIRECTION_OF = {"trainable_params": "trainable_pct"}
+
+# Summary columns after the headline metric: metric name -> column label.
+COST_COLUMNS = {
+    "trainable_params": "trainable params",
+    "trainable_pct": "trainable share",
+    "peak_rss_mb": "peak RSS",
+    "cuda_max_allocated_mb": "peak GPU memory",
+    "train_examples_per_s": "train throughput",
+    "latency_p50_ms": "latency p50",
+    "latency_p95_ms": "latency p95",
+    "adapter_size_mb": "adapter size",
+}
+SECTION_KEYS = ("suite", "task", "budget", "model", "device")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    return metric_info(DIRECTION_OF.get(metric, metric)).higher_is_better
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float  # sample standard deviation over seeds; NaN with one run
+    n: int
+
+
+def stat(values: list[float]) -> Stat:
+    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not values:
+        return Stat(math.nan, math.nan, 0)
+    return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values))
+
+
+@dataclass
+class Column:
+    metric: str
+    label: str
+    headline: bool = False
+
+    @property
+    def unit(self) -> str:
+        unit = metric_info(self.metric).unit
+        return "" if unit in ("ratio", "count", "1", "bool") else unit
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return higher_is_better(self.metric)
+
+
+@dataclass
+class MethodRow:
+    method: str
+    runs: list[dict]
+    stats: dict[str, Stat] = field(default_factory=dict)
+
+    @property
+    def ok_runs(self) -> list[dict]:
+        return [r for r in self.runs if r.get("status") == "ok"]
+
+    @property
+    def status(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            counts[r.get("status") or "unknown"] = counts.get(r.get("status") or "unknown", 0) + 1
+        if len(counts) == 1 and len(self.runs) == 1:
+            return next(iter(counts))
+        return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+    @property
+    def all_ok(self) -> bool:
+        return all(r.get("status") == "ok" for r in self.runs)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the runs that are not ok did not finish: distinct errors, each with its seeds."""
+        by_error: dict[str, list[str]] = {}
+        for r in self.runs:
+            if r.get("status") != "ok":
+                text = f"{r.get('status')}: {r.get('error') or 'no reason recorded'}"
+                by_error.setdefault(text, []).append(str(r.get("seed")))
+        return [f"{text} (seed {', '.join(seeds)})" for text, seeds in by_error.items()]
+
+    def mean(self, metric: str) -> float:
+        return self.stats[metric].mean if metric in self.stats else math.nan
+
+
+@dataclass
+class Section:
+    suite: str
+    task: str
+    budget: str
+    model: str
+    device: str
+    metric: str | None  # the task's headline metric; None when no quality metric was recorded
+    rows: list[MethodRow]
+    columns: list[Column]
+    best: dict[str, set[str]]  # column metric -> methods holding the best value
+    env: list[tuple[str, str]]
+    plots: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, caption, image), filled by a renderer
+
+    @property
+    def title(self) -> str:
+        return f"{self.suite} / {self.task}"
+
+    @property
+    def anchor(self) -> str:
+        raw = "-".join(str(v) for v in (self.suite, self.task, self.budget, self.device, self.model))
+        return "".join(c if c.isalnum() else "-" for c in raw).strip("-").lower()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for row in self.rows:
+            for r in row.runs:
+                out[r.get("status") or "unknown"] = out.get(r.get("status") or "unknown", 0) + 1
+        return out
+
+
+def headline_metric(suite: str, task: str, records: list[dict]) -> str | None:
+    """The task's declared metric; for a task no longer registered, the first quality metric recorded."""
+    try:
+        from suites import get_task
+        return get_task(suite, task).metric
+    except UnknownName:
+        pass
+    for r in records:
+        for name in r.get("metrics", {}):
+            info = metric_info(name)
+            if info.kind == "task" and info.higher_is_better:
+                return name
+    return None
+
+
+def build_sections(records: list[dict]) -> list[Section]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(tuple(str(r.get(k)) for k in SECTION_KEYS), []).append(r)
+    return [_section(dict(zip(SECTION_KEYS, key)), runs) for key, runs in groups.items()]
+
+
+def _section(key: dict, records: list[dict]) -> Section:
+    metric = headline_metric(key["suite"], key["task"], records)
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        by_method.setdefault(str(r.get("method")), []).append(r)
+    columns = ([Column(metric, metric, headline=True)] if metric else []) + \
+        [Column(m, label) for m, label in COST_COLUMNS.items()]
+    rows = []
+    for method, runs in by_method.items():
+        row = MethodRow(method, runs)
+        for col in columns:
+            row.stats[col.metric] = stat([r["metrics"].get(col.metric, math.nan) for r in row.ok_runs])
+        rows.append(row)
+    # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
+    columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
+    return Section(**key, metric=metric, rows=rows, columns=columns, best=best_methods(rows, columns),
+                   env=environment(key, records))
+
+
+def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:
+    """Per column with a direction: the methods whose mean is best (all of them on a tie)."""
+    best = {}
+    for col in columns:
+        direction = col.higher_is_better
+        values = {row.method: row.mean(col.metric) for row in rows if not math.isnan(row.mean(col.metric))}
+        if direction is None or len(values) < 2:
+            continue
+        target = max(values.values()) if direction else min(values.values())
+        best[col.metric] = {m for m, v in values.items() if v == target}
+    return best
+
+
+def _distinct(values) -> str:
+    seen = []
+    for v in values:
+        if v not in (None, "", {}) and str(v) not in seen:
+            seen.append(str(v))
+    return " | ".join(seen)
+
+
+def environment(key: dict, records: list[dict]) -> list[tuple[str, str]]:
+    """The conditions of a section, as (label, value) pairs; differing values are all listed."""
+    envs = [r.get("env") or {} for r in records]
+    ok = [r for r in records if r.get("status") == "ok"]
+    out = [
+        ("device", _distinct(e.get("device") for e in envs) or key["device"]),
+        ("GPU", _distinct(f"{e['gpu_name']} (CUDA {e.get('cuda')})" for e in envs if e.get("gpu_name"))),
+        ("CPU", _distinct(f"{e['cpu_model']}, {e.get('cpu_count')} cores, {e.get('torch_threads')} torch threads"
+                          for e in envs if e.get("cpu_model"))),
+        ("host", _distinct(f"{e.get('hostname')} ({e.get('platform')}, Python {e.get('python')})"
+                           for e in envs if e.get("hostname"))),
+        ("git commit", _distinct(e.get("git_commit") for e in envs)),
+        ("model", key["model"]),
+        ("budget", key["budget"] + _budget_definition(key)),
+        ("data used", _distinct(
+            ", ".join(f"{n} {r['metrics'][n]:g}" for n in ("train_examples", "eval_examples", "steps")
+                      if n in r["metrics"]) for r in ok)),
+        ("runs", _distinct(r.get("invocation") for r in records)),
+        ("started", _span(sorted(r["started_at"] for r in records if r.get("started_at")))),
+    ]
+    packages: dict[str, list[str]] = {}
+    for e in envs:
+        for name, version in (e.get("packages") or {}).items():
+            if version not in packages.setdefault(name, []):
+                packages[name].append(version)
+    if packages:
+        out.append(("packages", ", ".join(f"{n} {' | '.join(v)}" for n, v in sorted(packages.items()))))
+    return [(label, value) for label, value in out if value]
+
+
+def _span(times: list[str]) -> str:
+    if not times:
+        return ""
+    return times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
+
+
+def _budget_definition(key: dict) -> str:
+    try:
+        from suites import get_task
+        budget = get_task(key["suite"], key["task"]).budget(key["budget"])
+    except UnknownName:
+        return ""
+    fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(budget).items())
+    return f" (as defined now: {fields})"
+
+
+# --- number formatting shared by the HTML and Markdown reports -----------------------------------------
+
+def fmt_number(value: float, metric: str) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    unit = metric_info(metric).unit
+    if unit == "count":
+        return _si(value)
+    if unit == "ratio":
+        return f"{value:.4f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _si(value: float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def fmt_stat(s: Stat, metric: str, with_n: bool = False) -> str:
+    """`mean ± std (n=k)`; the spread only where there was more than one run."""
+    if s.n == 0:
+        return "–"
+    text = fmt_number(s.mean, metric)
+    if s.n > 1 and not math.isnan(s.std):
+        text += f" ± {fmt_number(s.std, metric)}"
+    return text + (f" (n={s.n})" if with_n else "")

@@ -1,0 +1,22 @@
+"""CoNLL-2003 English NER: entity-level micro F1 (seqeval, CoNLL rules) on the 3,453 test sentences."""
+from suites.base import Budget
+from suites.token_classification import TokenClassificationTask
+
+TASK = TokenClassificationTask(
+    name="conll2003",
+    suite="nlp",
+    metric="entity_f1",
+    default_model="sentence-transformers/all-MiniLM-L6-v2",
+    eval_split="test",
+    data_subdir="conll2003",
+    hub_id="conll2003",
+    budgets={
+        # A tiny real-data run for integration tests.
+        "smoke": Budget(train_examples=64, batch_size=16, max_length=64, eval_examples=64,
+                        latency_samples=5, warmup_steps=1, log_every=1),
+        # Sized for about 10 minutes for all six methods on 2 CPU cores (see README "Budgets").
+        "quick": Budget(train_examples=4000, batch_size=16, max_length=64, latency_samples=50),
+        # The whole training set; 2 epochs; 128 pieces hold all but 1 training sentence.
+        "full": Budget(train_examples=None, epochs=2, batch_size=32, max_length=128, latency_samples=100),
+    },
+)

@@ -1,0 +1,111 @@
+"""`bench compare`: verdict rules (units) and the real CLI on smoke runs with a planted regression."""
+import math
+
+import pytest
+
+from bench import compare
+from bench.errors import UnknownName
+from conftest import run_bench
+from test_history import record
+
+
+@pytest.mark.parametrize("metric, base, base_std, cand, cand_std, expected", [
+    ("accuracy", 0.90, math.nan, 0.895, math.nan, "unchanged"),  # inside the 0.01 floor
+    ("accuracy", 0.90, math.nan, 0.88, math.nan, "regressed"),
+    ("accuracy", 0.90, 0.02, 0.88, 0.02, "unchanged"),  # inside 2 x seed std (0.04)
+    ("accuracy", 0.90, 0.02, 0.85, 0.02, "regressed"),
+    ("accuracy", 0.80, math.nan, 0.85, math.nan, "improved"),
+    ("train_loss", 0.30, math.nan, 0.60, math.nan, "regressed"),  # lower is better
+    ("peak_rss_mb", 1000, math.nan, 1090, math.nan, "unchanged"),  # +9% < 10%
+    ("peak_rss_mb", 1000, math.nan, 1150, math.nan, "regressed"),
+    ("peak_rss_increase_mb", 15, math.nan, 20, math.nan, "unchanged"),  # the 10 MB memory floor
+    ("train_examples_per_s", 100, math.nan, 80, math.nan, "unchanged"),  # -20% < 25%
+    ("train_examples_per_s", 100, math.nan, 60, math.nan, "regressed"),  # a planted sleep
+    ("latency_p50_ms", 10, math.nan, 14, math.nan, "regressed"),
+    ("trainable_params", 10, math.nan, 99, math.nan, "n/a"),  # no direction: never gated
+])
+def test_verdicts(metric, base, base_std, cand, cand_std, expected):
+    assert compare.verdict(metric, base, base_std, cand, cand_std, compare.Thresholds())[0] == expected
+
+
+def test_threshold_overrides_per_metric_and_kind():
+    t = compare.parse_thresholds(["peak_rss_mb=20%", "speed=0.5", "accuracy=0.05"], k=3)
+    assert t.of("peak_rss_mb") == ("relative", 0.2) and t.of("latency_p95_ms") == ("relative", 0.5)
+    assert t.of("accuracy") == ("absolute", 0.05) and t.k == 3
+    assert compare.verdict("peak_rss_mb", 1000, math.nan, 1150, math.nan, t)[0] == "unchanged"
+    for bad in ["peak_rss_mb", "bogus=0.1", "peak_rss_mb=lots"]:
+        with pytest.raises(UnknownName, match="bogus|NAME=VALUE|bad threshold"):
+            compare.parse_thresholds([bad])
+
+
+def test_failed_candidate_is_a_regression_and_missing_is_reported():
+    base = [record(method="lora"), record(method="head")]
+    cand = [record(method="lora", status="failed")]
+    table = compare.compare(base, cand)
+    verdicts = dict(zip(table.method, table.verdict))
+    assert verdicts == {"lora": "failed", "head": "missing"}
+    assert list(compare.regressions(table).method) == ["lora"]
+
+
+def test_seed_noise_widens_the_task_threshold():
+    base = [record(seed=s, accuracy=a) for s, a in enumerate([0.80, 0.86, 0.92])]
+    cand = [record(seed=s, accuracy=a) for s, a in enumerate([0.78, 0.84, 0.90])]
+    row = compare.compare(base, cand, metrics=["accuracy"]).iloc[0]
+    assert row.verdict == "unchanged" and row.allowed == pytest.approx(2 * 0.06)
+    assert row.baseline_n == 3
+
+
+# --- the real CLI on the smoke suite ------------------------------------------------------------------
+# `full` is the smoke method whose accuracy depends on its learning rate (1.0 vs chance), so BENCH_FAULT
+# lr0:full is a planted accuracy regression. Timings on these shared machines move by more than any
+# sane threshold between identical runs, so the identical-rerun check gates on task, memory and size.
+STABLE = "task,memory,size"
+
+
+@pytest.fixture(scope="module")
+def three_nights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly")
+    db = root / "history.db"
+    for night, fault in [("n1", ""), ("n2", ""), ("n3", "lr0:full")]:
+        run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "full", "--out", str(root / night), "--no-report",
+                  "--db", str(db), env={"BENCH_FAULT": fault}, check=True)
+    return root, db
+
+
+def test_identical_reruns_are_not_flagged(three_nights):
+    root, db = three_nights
+    proc = run_bench("compare", "--db", str(db), "--baseline", str(root / "n1"), "--candidate", str(root / "n2"),
+                     "--metrics", STABLE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no regression" in proc.stdout and "accuracy" in proc.stdout
+
+
+def test_planted_regression_exits_1_against_the_previous_night(three_nights):
+    root, db = three_nights
+    proc = run_bench("compare", "--db", str(db), "--baseline", "previous", "--metrics", STABLE)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "REGRESSION" in proc.stdout and "sentiment/full accuracy" in proc.stdout
+    assert "previous = " in proc.stdout  # the second night, found in the history
+    md = run_bench("compare", "--db", str(db), "--baseline", str(root / "n2"), "--candidate", "latest",
+                   "--metrics", "accuracy", "--markdown")
+    assert md.returncode == 1
+    assert "| sentiment | full | quick | accuracy |" in md.stdout and "❌ regressed" in md.stdout
+
+
+def test_history_cli_prints_the_series(three_nights):
+    _, db = three_nights
+    proc = run_bench("history", "--db", str(db), "--suite", "smoke", "--method", "full")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if " full " in line]
+    assert len(lines) == 3 and "REGRESSED" in lines[-1] and "REGRESSED" not in lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--baseline", "nonsense"], "unknown reference 'nonsense'"),
+    (["--baseline", "latest", "--threshold", "bogus=1"], "bogus"),
+    (["--baseline", "latest", "--suite", "nlp"], "holds no runs of suite nlp"),
+])
+def test_usage_errors_exit_2(three_nights, args, message):
+    _, db = three_nights
+    proc = run_bench("compare", "--db", str(db), *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -1,0 +1,113 @@
+"""`bench recommend`: units, constraints, ranking, the Pareto set, the message when nothing fits."""
+import json
+
+import pytest
+
+from bench import recommend as rec
+from bench.errors import UnknownName
+from bench.units import parse_fraction, parse_number, parse_percent, parse_size_mb
+from conftest import run_bench
+from test_history import record
+
+
+@pytest.mark.parametrize("text, mb", [("2GB", 2048), ("2 GiB", 2048), ("512MB", 512), ("800", 800),
+                                      ("1.5g", 1536), ("1024KB", 1), ("0.5TB", 524288)])
+def test_sizes_parse_to_mb(text, mb):
+    assert parse_size_mb(text) == pytest.approx(mb)
+
+
+def test_percentages_fractions_numbers_parse():
+    assert parse_percent("1%") == 1.0 and parse_percent("0.5") == 0.5
+    assert parse_fraction("20%") == pytest.approx(0.2) and parse_fraction("0.2") == 0.2
+    assert parse_number("85%") == pytest.approx(0.85) and parse_number("1e-3") == 0.001
+
+
+@pytest.mark.parametrize("func, text", [(parse_size_mb, "2XB"), (parse_size_mb, "-1GB"), (parse_size_mb, "GB"),
+                                        (parse_percent, "150%"), (parse_percent, "1GB"), (parse_fraction, "x")])
+def test_bad_units_name_the_value(func, text):
+    with pytest.raises(UnknownName, match=repr(text).replace("-", r"\-")):
+        func(text)
+
+
+# Three methods with a clear trade-off (numbers of the shape real runs give).
+FIGURES = {
+    "full": dict(accuracy=0.90, peak_rss_mb=1600.0, train_examples_per_s=40.0, trainable_pct=100.0),
+    "lora": dict(accuracy=0.88, peak_rss_mb=1200.0, train_examples_per_s=50.0, trainable_pct=0.8),
+    "head": dict(accuracy=0.80, peak_rss_mb=700.0, train_examples_per_s=110.0, trainable_pct=0.01),
+    "bitfit": dict(accuracy=0.51, peak_rss_mb=650.0, train_examples_per_s=120.0, trainable_pct=0.1),
+}
+SEEDS = [0, 1]
+
+
+def records():
+    return [record(method=m, seed=s, majority_rate=0.5, **{k: v + s * 1e-3 for k, v in f.items()})
+            for m, f in FIGURES.items() for s in SEEDS]
+
+
+def run(constraints, priority="metric"):
+    return rec.recommend(records(), "smoke", "sentiment", constraints, priority)
+
+
+def test_ranking_respects_every_constraint():
+    constraints = [rec.Constraint(rec.MEMORY, parse_size_mb("1.5GB"), True),
+                   rec.Constraint("trainable_pct", parse_percent("1%"), True),
+                   rec.Constraint(rec.HEADLINE, 0.75, False)]
+    result = run(constraints)
+    ranked = result.table[result.table["rank"].notna()]
+    assert list(ranked.method) == ["lora", "head"] and result.top == "lora"
+    assert (ranked.peak_rss_mb <= 1536).all() and (ranked.trainable_pct <= 1).all() and (ranked.accuracy >= 0.75).all()
+    reasons = dict(zip(result.table.method, result.table.reason))
+    assert "peak memory <= 1.50 GB" in reasons["full"] and "trainable share <= 1%" in reasons["full"]
+    assert "accuracy >= 0.75" in reasons["bitfit"]
+    assert "lora has the best accuracy" in result.why and "trades away" in result.why and "head" in result.why
+
+
+def test_priorities_pareto_and_near_chance():
+    result = run([], priority="memory")
+    table = result.table.set_index("method")
+    # bitfit uses the least memory but learned nothing: it ranks last and is not on the Pareto front.
+    assert result.top == "head" and table.loc["bitfit", "rank"] == 4 and table.loc["bitfit", "near_chance"]
+    assert set(table.index[table.pareto]) == {"full", "lora", "head"}
+    assert run([], priority="speed").top == "head" and run([]).top == "full"
+    with pytest.raises(UnknownName, match="'cheap'"):
+        run([], priority="cheap")
+
+
+def test_nothing_satisfies_gives_a_clear_message():
+    result = run([rec.Constraint(rec.MEMORY, 100.0, True), rec.Constraint(rec.HEADLINE, 0.8, False)])
+    assert result.top is None
+    text = rec.format_result(result, "metric")
+    assert "no method satisfies all the constraints" in text
+    assert "peak memory <= 100 MB: 0 of 4 methods pass (best: bitfit at 650 MB)" in text
+    assert "Recommendation" not in text
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec") / "night"
+    run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,full", "--out", str(out), "--no-report", check=True)
+    return out
+
+
+def test_cli_on_a_real_smoke_history(smoke_results):
+    db = smoke_results.parent / "history.db"  # the default: beside the results folder
+    assert db.is_file()
+    proc = run_bench("recommend", "--suite", "smoke", "--db", str(db), "--max-trainable", "50%", "--max-memory", "4GB")
+    assert proc.returncode == 0, proc.stderr
+    assert "Recommendation (priority metric): head" in proc.stdout and "fails trainable share <= 50%" in proc.stdout
+    best = run_bench("recommend", "--suite", "smoke", "--results", str(smoke_results), "--min-metric", "accuracy=0.9")
+    assert best.returncode == 0 and "Recommendation (priority metric): full" in best.stdout, best.stdout
+    rows = [json.loads(line) for line in (smoke_results / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"head", "full"}
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--max-memory", "1MB"], 1, "no method satisfies all the constraints"),
+    (["--max-memory", "2XB"], 2, "bad size '2XB'"),
+    (["--priority", "cheap"], 2, "unknown priority 'cheap'"),
+    (["--task", "nope"], 2, "no successful runs of smoke/nope"),
+])
+def test_cli_messages_and_exit_codes(smoke_results, args, code, message):
+    proc = run_bench("recommend", "--suite", "smoke", "--results", str(smoke_results), *args)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr

@@ -1,0 +1,215 @@
+"""The HTML/Markdown report: Pareto computation, sections from hand-built records (missing, failed and
+skipped runs included), the rendered page, and the real CLI (`bench run` writes it, `bench report` too)."""
+import base64
+import math
+import re
+
+import pytest
+
+from bench.store import ResultStore
+from conftest import run_bench
+from reports.html import load_records, render_html, write_report
+from reports.markdown import markdown_report
+from reports.pareto import frontier, pareto_mask
+from reports.sections import build_sections, fmt_stat
+
+# --- Pareto -------------------------------------------------------------------------------------------
+
+
+def test_pareto_mask_fewer_params_higher_accuracy():
+    # (trainable params, accuracy): fewer params is better, higher accuracy is better.
+    points = [(1e3, 0.90), (1e4, 0.95), (1e5, 0.93), (1e2, 0.50), (1e4, 0.80)]
+    assert pareto_mask(points, [False, True]) == [True, True, False, True, False]
+
+
+def test_pareto_mask_both_higher_and_three_objectives():
+    assert pareto_mask([(1, 1), (2, 2), (2, 1)], [True, True]) == [False, True, False]
+    # A point best on a third objective survives although beaten on the first two.
+    assert pareto_mask([(2, 2, 0), (1, 1, 5)], [True, True, True]) == [True, True]
+    assert pareto_mask([(2, 2, 5), (1, 1, 5)], [True, True, True]) == [True, False]
+
+
+def test_pareto_ties_are_all_optimal_and_nan_never_is():
+    assert pareto_mask([(1, 1), (1, 1), (1, 0)], [True, True]) == [True, True, False]
+    # NaN (an unmeasured run) is not optimal and does not dominate anything.
+    assert pareto_mask([(math.nan, 10), (1, 1)], [True, True]) == [False, True]
+    assert pareto_mask([], [True, True]) == []
+
+
+def test_frontier_is_ordered_by_x():
+    xs, ys = [300, 10, 100, 50], [0.9, 0.6, 0.85, 0.5]
+    assert frontier(xs, ys, x_higher_is_better=False) == [1, 2, 0]
+
+
+# --- hand-built records --------------------------------------------------------------------------------
+
+ENV = {"device": "cpu", "cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 2, "hostname": "h",
+       "platform": "Linux", "python": "3.11", "git_commit": "abc123", "packages": {"torch": "2.13.0"}}
+
+
+def record(method, seed=0, status="ok", task="sentiment", suite="smoke", device="cpu", error=None, **metrics):
+    base = {"accuracy": 0.8, "trainable_params": 1000, "trainable_pct": 1.0, "peak_rss_mb": 500.0,
+            "train_examples_per_s": 50.0, "latency_p50_ms": 2.0, "latency_p95_ms": 3.0, "adapter_size_mb": 0.1,
+            "wall_time_s": 5.0}
+    ok = status == "ok"
+    return {"run_id": f"{task}-{method}-{seed}-{device}-{status}", "invocation": "inv1", "suite": suite,
+            "task": task, "method": method, "seed": seed, "budget": "quick", "status": status, "error": error,
+            "model": "tiny", "device": device, "started_at": "2026-01-01T00:00:00+00:00",
+            "metrics": {**base, **metrics} if ok else {"wall_time_s": 1.0}, "info": {},
+            "loss_curve": [[2, 0.7], [4, 0.6], [6, 0.5]] if ok else [], "env": ENV if ok else {}}
+
+
+@pytest.fixture
+def records():
+    return [
+        record("full", 0, accuracy=0.90, trainable_params=100_000, trainable_pct=100.0, peak_rss_mb=900.0,
+               train_examples_per_s=20.0),
+        record("full", 1, accuracy=0.92, trainable_params=100_000, trainable_pct=100.0, peak_rss_mb=910.0,
+               train_examples_per_s=22.0),
+        record("head", 0, accuracy=0.70, trainable_params=66, trainable_pct=0.07, peak_rss_mb=400.0,
+               latency_p50_ms=1.0),
+        record("head", 1, accuracy=0.72, trainable_params=66, trainable_pct=0.07, peak_rss_mb=400.0,
+               latency_p50_ms=1.0),
+        record("lora", 0, accuracy=0.85, trainable_params=2_000, trainable_pct=2.0, peak_rss_mb=600.0),
+        record("lora", 1, status="failed", error="RuntimeError: boom <script>alert(1)</script>"),
+        record("adalora", 0, status="failed", error="RuntimeError: out of memory"),
+        record("int8-lora", 0, status="skipped", error="bitsandbytes int8 needs CUDA"),
+        # Same task on another device: its own section, never averaged with the CPU runs.
+        record("lora", 0, device="cuda", accuracy=0.86, cuda_max_allocated_mb=300.0),
+    ]
+
+
+def test_sections_split_by_conditions_and_average_over_seeds(records):
+    sections = build_sections(records)
+    assert [(s.task, s.device) for s in sections] == [("sentiment", "cpu"), ("sentiment", "cuda")]
+    cpu, cuda = sections
+    assert cpu.metric == "accuracy"  # declared by the registered smoke task
+    rows = {r.method: r for r in cpu.rows}
+    assert list(rows) == ["full", "head", "lora", "adalora", "int8-lora"]
+    acc = rows["full"].stats["accuracy"]
+    assert (acc.mean, acc.n) == (pytest.approx(0.91), 2) and acc.std == pytest.approx(math.sqrt(2e-4))
+    assert fmt_stat(acc, "accuracy", with_n=True) == "0.9100 ± 0.0141 (n=2)"
+    assert rows["lora"].stats["accuracy"].n == 1 and rows["lora"].status == "ok 1, failed 1"
+    assert rows["lora"].reasons == ["failed: RuntimeError: boom <script>alert(1)</script> (seed 1)"]
+    assert rows["adalora"].status == "failed" and rows["adalora"].stats["accuracy"].n == 0
+    assert rows["int8-lora"].reasons == ["skipped: bitsandbytes int8 needs CUDA (seed 0)"]
+    # Columns nobody measured are dropped; the GPU column only appears for the GPU section.
+    assert "cuda_max_allocated_mb" not in [c.metric for c in cpu.columns]
+    assert "cuda_max_allocated_mb" in [c.metric for c in cuda.columns]
+    env = dict(cpu.env)
+    assert env["CPU"].startswith("Test CPU") and env["git commit"] == "abc123" and "torch 2.13.0" in env["packages"]
+    assert env["budget"].startswith("quick (as defined now:")
+
+
+def test_best_values_follow_metric_directions(records):
+    cpu = build_sections(records)[0]
+    assert cpu.best["accuracy"] == {"full"}  # higher is better
+    assert cpu.best["trainable_params"] == {"head"}  # fewer is better
+    assert cpu.best["peak_rss_mb"] == {"head"}
+    assert cpu.best["train_examples_per_s"] == {"head", "lora"}  # a tie: both marked
+    assert cpu.best["latency_p50_ms"] == {"head"}
+    assert all("adalora" not in methods for methods in cpu.best.values())  # failed runs win nothing
+
+
+def test_unregistered_task_falls_back_to_a_recorded_quality_metric():
+    recs = [record("lora", task="gone", suite="old", accuracy=math.nan, entity_f1=0.7)]
+    del recs[0]["metrics"]["accuracy"]
+    (section,) = build_sections(recs)
+    assert section.metric == "entity_f1"
+    assert "budget" in dict(section.env)  # the budget name, without a definition to look up
+
+
+def _rows(html: str) -> list[tuple[str, str]]:
+    """(method, row kind: ok, partial, failed or skipped) for every table row, in page order."""
+    return [(m, kind) for kind, m in re.findall(r'<tr class="method ([a-z]+)" data-method="([^"]+)"', html)]
+
+
+def _images(html: str) -> list[tuple[str, str]]:
+    """(plot kind, decoded SVG) for every figure."""
+    return [(kind, base64.b64decode(data).decode()) for kind, data in
+            re.findall(r'<figure class="plot (\w+)"><img src="data:image/svg\+xml;base64,([^"]+)"', html)]
+
+
+def test_html_shows_every_method_failures_with_reasons_and_plots(records, tmp_path):
+    html = render_html(records, [tmp_path])
+    assert _rows(html) == [("full", "ok"), ("head", "ok"), ("lora", "partial"), ("adalora", "failed"),
+                           ("int8-lora", "skipped"), ("lora", "ok")]  # the last one: the cuda section
+    assert "RuntimeError: out of memory" in html and "bitsandbytes int8 needs CUDA" in html
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html  # error text is escaped
+    images = _images(html)
+    assert [k for k, _ in images] == ["pareto"] * 3 + ["bars"] * 2 + ["loss"] + ["pareto"] * 3 + ["bars"] * 2 + ["loss"]
+    params_plot = images[0][1]
+    assert "accuracy vs trainable parameters" in params_plot
+    # head (fewest params), lora and full (most accurate) are on the frontier of the CPU section.
+    assert all(f"{m} *" in params_plot for m in ("head", "lora", "full"))
+    assert "memory" in images[7][1].lower() and "GPU" in images[7][1]  # the GPU section plots GPU memory
+    # Self-contained: nothing but data: URIs and in-page anchors, and a policy forbidding the rest.
+    assert not re.search(r'(src|href)="(?!data:|#)', html)
+    assert "http://" not in html and "https://" not in html
+    assert "default-src 'none'" in html
+
+
+def test_a_task_with_only_failed_runs_renders_without_plots(tmp_path):
+    recs = [record("lora", status="failed", error="ValueError: bad"), record("head", status="skipped", error="no")]
+    html = render_html(recs, [tmp_path])
+    assert _rows(html) == [("lora", "failed"), ("head", "skipped")]
+    assert _images(html) == [] and "No plots" in html and "ValueError: bad" in html
+    assert "<strong>No runs found.</strong>" in render_html([], [tmp_path])
+
+
+def test_markdown_has_the_same_table(records):
+    md = markdown_report(build_sections(records), "T")
+    lines = [line for line in md.splitlines() if line.startswith("| `")]
+    assert [line.split("`")[1] for line in lines] == ["full", "head", "lora", "adalora", "int8-lora", "lora"]
+    full = next(line for line in lines if line.startswith("| `full`"))
+    assert "**0.9100 ± 0.0141 (n=2)**" in full
+    assert "failed: RuntimeError: out of memory (seed 0)" in md and "ok 1, failed 1" in md
+
+
+@pytest.mark.filterwarnings("error")  # identical points once made matplotlib divide by zero
+def test_report_stays_small_with_many_runs_and_long_loss_curves(tmp_path):
+    recs = [record(f"m{i}", seed) for i in range(10) for seed in range(3)]
+    for r in recs:
+        r["loss_curve"] = [[step, 1 / step] for step in range(1, 2001)]
+    paths = write_report(recs, tmp_path / "r.html", [tmp_path])
+    assert paths["html"].stat().st_size < 3_000_000
+    assert paths["markdown"].read_text().count("| `m") == 10
+
+
+def test_load_records_reads_each_run_once_and_rejects_a_folder_without_results(tmp_path, records):
+    store = ResultStore(tmp_path / "a")
+    for r in records:
+        store.append(r)
+    loaded, folders = load_records([tmp_path / "a", tmp_path / "a" / "results.jsonl"])
+    assert len(loaded) == len(records) and folders == [tmp_path / "a"] * 2
+    from bench.errors import UnknownName
+    with pytest.raises(UnknownName, match="no results in .*nowhere"):
+        load_records([tmp_path / "nowhere"])
+
+
+# --- the real CLI ----------------------------------------------------------------------------------------
+
+
+def test_run_writes_the_report_and_report_rerenders_it(tmp_path):
+    out = tmp_path / "run"
+    run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,lora", "--seeds", "0,1",
+              "--out", str(out), env={"BENCH_FAULT": "raise:lora"}, check=True)
+    html, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    assert _rows(html) == [("head", "ok"), ("lora", "failed")]
+    assert "injected failure for lora" in html and "injected failure for lora" in md
+    assert re.search(r"\d\.\d{4} ± \d\.\d{4} \(n=2\)", md)  # head: two seeds, a spread
+    assert len(_images(html)) == 6
+
+    proc = run_bench("report", str(out), "--out", str(tmp_path / "again.html"), "--title", "Again", check=True)
+    assert "again.html" in proc.stdout
+    assert "<title>Again</title>" in (tmp_path / "again.html").read_text()
+    assert (tmp_path / "again.md").read_text().startswith("# Again")
+
+    bad = run_bench("report", str(tmp_path / "missing"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing" in bad.stderr
+
+
+def test_no_report_skips_the_page(tmp_path):
+    run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "lora", "--out", str(tmp_path),
+              "--no-report", env={"BENCH_FAULT": "raise:lora"}, check=True)
+    assert (tmp_path / "results.jsonl").is_file() and not (tmp_path / "report.html").exists()
