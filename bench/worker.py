@@ -74,6 +74,7 @@ def execute(spec: dict, record: dict) -> None:
     train_examples = task.encode(train_ds, processor, budget, train=True)
     eval_examples = task.encode(eval_ds, processor, budget, train=False)
     model = method.apply(model, ctx)
+    task.after_method(model)
     if not getattr(model, "is_loaded_in_8bit", False):
         model.to(device)  # quantised models were placed at load time
     metrics = record["metrics"]

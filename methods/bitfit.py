@@ -1,4 +1,8 @@
-"""BitFit (Ben Zaken et al., 2022): train only bias terms, plus the task head. peft has no BitFit."""
+"""BitFit (Ben Zaken et al., 2022): train only bias terms, plus the task head. peft has no BitFit.
+
+On the transformers MobileNets the convs have no bias, so the biases are the BatchNorm betas (the BN
+scales and running statistics stay frozen; see suites/image_classification.py).
+"""
 from methods.base import Method, freeze_all_but, in_modules
 
 

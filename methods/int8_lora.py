@@ -1,11 +1,17 @@
-"""int8 base + LoRA: frozen base weights stored in int8 (bitsandbytes LLM.int8), LoRA in float32.
+"""int8 base + LoRA: frozen base weights stored in int8, LoRA adapters in float32.
 
-bitsandbytes runs on CPU with the same code as on CUDA (verified in ../shared/STACK.md). It replaces
-only nn.Linear layers; the figures `base_int8_mb` / `base_float_mb` show how much of the base really is
-int8. Without a usable backend the run is skipped, never silently run in fp32.
+Two backends, the one used is recorded (info `int8_backend`):
+- bitsandbytes LLM.int8 (same code on CPU and CUDA, verified in ../shared/STACK.md). It replaces only
+  nn.Linear layers, so it serves transformers whose body is linear layers.
+- where bitsandbytes quantised nothing (a CNN: its only nn.Linear is the trainable classifier) or is not
+  installed: methods/int8_weights.py, per-output-channel int8 storage of every frozen conv and linear
+  weight, dequantised on the fly in forward.
+`base_int8_mb` / `base_float_mb` / `base_int8_share` show how much of the frozen base really is int8. A
+model with nothing to quantise is skipped, never silently run in float32.
 """
 from peft import get_peft_model, prepare_model_for_kbit_training
 
+from methods import int8_weights
 from methods.base import Method, SkipRun
 from methods.lora import lora_config
 
@@ -16,37 +22,39 @@ HEAD_CANDIDATES = ["classifier", "score"]  # kept in float32: the head trains
 class Int8LoRA(Method):
     name = "int8-lora"
     default_lr = 2e-3
-    description = "bitsandbytes int8 frozen base + LoRA adapters (float32) on the attention projections"
+    description = "int8 frozen base (bitsandbytes; per-channel int8 convs on CNNs) + LoRA adapters in float32"
     uses_peft = True
 
     def load_kwargs(self, ctx):
         try:
             import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
-        except Exception as exc:  # ImportError, or a broken native library
-            raise SkipRun(f"bitsandbytes unavailable: {exc}") from exc
+        except Exception:  # ImportError, or a broken native library: apply() uses our own int8 weights
+            return {}
         if ctx.device.type not in ("cpu", "cuda"):
-            raise SkipRun(f"bitsandbytes int8 has no backend for device {ctx.device.type}")
+            return {}  # bitsandbytes has no backend here; so too apply() uses our own int8 weights
         return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_CANDIDATES),
                 "device_map": {"": str(ctx.device) if ctx.device.type == "cpu" else ctx.device.index or 0}}
 
     def apply(self, model, ctx):
-        int8, floating = base_bytes(model)
-        if int8 == 0:
-            raise SkipRun("bitsandbytes quantised no layer of this model (it replaces only nn.Linear)")
-        # No gradient checkpointing: it would change the memory and speed we are here to measure.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        int8, _ = base_bytes(model)
+        if int8:
+            # No gradient checkpointing: it would change the memory and speed we are here to measure.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        elif not int8_weights.quantize_frozen_weights(model, keep_float=ctx.head_names):
+            raise SkipRun(f"no conv or linear layer outside the head to hold in int8 in {type(model).__name__}")
         return get_peft_model(model, lora_config(model, ctx))
 
     def finish(self, model, ctx):
         int8, floating = base_bytes(model, skip_trainable=True)
+        backend = int8_weights.BACKEND if int8_weights.int8_layers(model) else "bitsandbytes"
         return {"metrics": {"base_int8_mb": int8 / MB, "base_float_mb": floating / MB,
                             "base_int8_share": int8 / (int8 + floating)},
-                "info": {"int8_backend": "bitsandbytes"}}
+                "info": {"int8_backend": backend}}
 
 
 def base_bytes(model, skip_trainable: bool = False) -> tuple[int, int]:
-    """Bytes of frozen weights held in int8 and in floating point."""
+    """Bytes of frozen weights held in int8 and in floating point (the int8 scales count as floating)."""
     int8 = floating = 0
     for p in model.parameters():
         if skip_trainable and p.requires_grad:
@@ -56,6 +64,7 @@ def base_bytes(model, skip_trainable: bool = False) -> tuple[int, int]:
             floating += size
         else:
             int8 += size
+    floating += sum(b.numel() * b.element_size() for n, b in model.named_buffers() if n.endswith("weight_scale"))
     return int8, floating
 
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from bench.errors import UnknownName
-from suites import conll2003, smoke, smoke_ner, sst2
+from suites import cifar10, conll2003, imagenette, smoke, smoke_ner, smoke_vision, sst2
 from suites.base import Budget, Task
 
 SUITES: dict[str, list[Task]] = {
     "nlp": [sst2.TASK, conll2003.TASK],
-    "smoke": smoke.TASKS + [smoke_ner.TASK],
+    "vision": [cifar10.TASK, imagenette.TASK],
+    "smoke": smoke.TASKS + [smoke_ner.TASK, smoke_vision.TASK],
 }
 BUDGETS = ["smoke", "quick", "full"]
 

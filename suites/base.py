@@ -86,6 +86,9 @@ class Task:
     def train_mode(self, model: torch.nn.Module) -> None:
         model.train()
 
+    def after_method(self, model: torch.nn.Module) -> None:
+        """Called right after the method wrapped the model: fix-ups the task's architecture needs."""
+
     def train_batches(self, examples: list[dict], processor, budget: Budget, seed: int) -> Iterator[Batch]:
         """Length-grouped, shuffled batches for `budget.steps` steps (padding is most of the cost)."""
         rng = random.Random(seed)

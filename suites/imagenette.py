@@ -1,0 +1,29 @@
+"""Imagenette: 10 easy ImageNet classes at 160 px; accuracy on the validation split.
+
+Its images come from ImageNet's own training set, so an ImageNet-pretrained backbone nearly solves it
+before any training (0.98 10-way top-1 from the untouched 1000-way head, PROVENANCE.md): it checks that
+a method does not damage pretrained features. CIFAR-10 is where methods separate.
+"""
+from suites.base import Budget
+from suites.cifar10 import LOCAL_MODELS, MOBILENET_V2
+from suites.image_classification import ImageClassificationTask
+
+TASK = ImageClassificationTask(
+    name="imagenette",
+    suite="vision",
+    metric="accuracy",
+    default_model=MOBILENET_V2,
+    model_local_names=LOCAL_MODELS,
+    eval_split="validation",
+    data_subdir="imagenette",
+    hub_id="frgfm/imagenette",
+    hub_config="160px",
+    image_column="image",
+    lr_overrides={"full": 1e-4},  # as for cifar10
+    budgets={
+        "smoke": Budget(train_examples=64, batch_size=16, max_length=96, eval_examples=64,
+                        latency_samples=5, warmup_steps=1, log_every=1),
+        "quick": Budget(train_examples=2000, batch_size=32, max_length=160, latency_samples=50),
+        "full": Budget(train_examples=None, epochs=2, batch_size=32, max_length=160, latency_samples=100),
+    },
+)
