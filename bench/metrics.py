@@ -47,6 +47,7 @@ METRICS: dict[str, Metric] = {
     "latency_p50_ms": Metric("ms", False, "speed"),
     "latency_p95_ms": Metric("ms", False, "speed"),
     "eval_examples_per_s": Metric("examples/s", True, "speed"),
+    "eval_batch_ms": Metric("ms", False, "speed"),
     "wall_time_s": Metric("s", False, "speed"),
     # bookkeeping
     "steps": Metric("count", None, "info"),

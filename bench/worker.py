@@ -111,7 +111,9 @@ def execute(spec: dict, record: dict) -> None:
     batches = task.eval_batches(eval_examples, processor, budget.eval_batch_size)
     t0 = time.perf_counter()
     metrics.update(task.evaluate(model, batches, device))
-    metrics["eval_examples_per_s"] = len(eval_examples) / (time.perf_counter() - t0)
+    eval_s = time.perf_counter() - t0
+    metrics["eval_examples_per_s"] = len(eval_examples) / eval_s
+    metrics["eval_batch_ms"] = 1000 * eval_s / len(batches)  # mean per batch at the evaluation batch size
     metrics.update(latency(model, task, eval_examples, processor, budget, device))
 
     with tempfile.TemporaryDirectory() as tmp:
