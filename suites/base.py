@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import torch
 
+from bench import resolve
 from bench.errors import UnknownName
 
 
@@ -48,20 +49,41 @@ class Task:
     model_local_names: dict[str, str] = field(default_factory=dict)
     # Per-method learning rates that suit this task better than the method's default.
     lr_overrides: dict[str, float] = field(default_factory=dict)
+    # Where the data comes from: `<data dir>/<data_subdir>/<split>.parquet`, else the Hub dataset.
+    data_subdir: str = ""
+    hub_id: str = ""
+    hub_config: str | None = None
+    train_split: str = "train"
+    label_column: str = "label"
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:
             raise UnknownName(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")
         return self.budgets[name]
 
-    # --- to implement per task kind -------------------------------------------------------------
+    # --- data and model resolution, shared by every task kind -------------------------------------
     def resolve_model(self, ref: str, model_dir: Path | None) -> str:
-        raise NotImplementedError
+        return resolve.model_path(ref, model_dir, self.model_local_names)
+
+    def raw_splits(self, data_dir: Path | None):
+        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split],
+                                   self.hub_id, self.hub_config)
+
+    def label_names_of(self, split) -> list[str]:
+        """Class names, read from the data's own features (never a copy in code)."""
+        return list(split.features[self.label_column].names)
 
     def load_data(self, data_dir: Path | None, budget: Budget) -> tuple[Any, Any]:
         """(train, eval) datasets, already cut to the budget."""
-        raise NotImplementedError
+        ds = self.raw_splits(data_dir)
+        self.label_names = self.label_names_of(ds[self.train_split])
+        train = subset(ds[self.train_split], budget.train_examples)
+        evaluation = ds[self.eval_split]
+        if budget.eval_examples is not None:
+            evaluation = evaluation.select(range(min(budget.eval_examples, len(evaluation))))
+        return train, evaluation
 
+    # --- to implement per task kind -------------------------------------------------------------
     def load_model(self, path: str, **load_kwargs) -> tuple[torch.nn.Module, Any]:
         """(model, processor) where processor is a tokenizer or image processor."""
         raise NotImplementedError

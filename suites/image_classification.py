@@ -16,15 +16,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from bench import resolve
-from suites.base import Batch, Budget, Task, subset
+from suites.base import Batch, Budget, Task
 from suites.text_classification import TextClassificationTask
 
 CONV_ATTRS = ("stride", "kernel_size", "dilation", "padding")
@@ -90,28 +88,7 @@ def is_batchnorm(module: torch.nn.Module) -> bool:
 
 @dataclass
 class ImageClassificationTask(Task):
-    data_subdir: str = ""
-    hub_id: str = ""
-    hub_config: str | None = None
-    train_split: str = "train"
     image_column: str = "image"
-    label_column: str = "label"
-
-    def resolve_model(self, ref: str, model_dir: Path | None) -> str:
-        return resolve.model_path(ref, model_dir, self.model_local_names)
-
-    def raw_splits(self, data_dir: Path | None):
-        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split],
-                                   self.hub_id, self.hub_config)
-
-    def load_data(self, data_dir: Path | None, budget: Budget):
-        ds = self.raw_splits(data_dir)
-        self.label_names = ds[self.train_split].features[self.label_column].names
-        train = subset(ds[self.train_split], budget.train_examples)
-        evaluation = ds[self.eval_split]
-        if budget.eval_examples is not None:
-            evaluation = evaluation.select(range(min(budget.eval_examples, len(evaluation))))
-        return train, evaluation
 
     def load_model(self, path: str, **load_kwargs):
         names = self.label_names

@@ -2,39 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from bench import resolve
-from suites.base import Batch, Budget, Task, subset, to_device
+from suites.base import Batch, Budget, Task, to_device
 
 
 @dataclass
 class TextClassificationTask(Task):
-    data_subdir: str = ""
-    hub_id: str = ""
-    hub_config: str | None = None
-    train_split: str = "train"
     text_column: str = "sentence"
-    label_column: str = "label"
-
-    def resolve_model(self, ref: str, model_dir: Path | None) -> str:
-        return resolve.model_path(ref, model_dir, self.model_local_names)
-
-    def raw_splits(self, data_dir: Path | None):
-        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split],
-                                   self.hub_id, self.hub_config)
-
-    def load_data(self, data_dir: Path | None, budget: Budget):
-        ds = self.raw_splits(data_dir)
-        self.label_names = ds[self.train_split].features[self.label_column].names
-        train = subset(ds[self.train_split], budget.train_examples)
-        evaluation = ds[self.eval_split]
-        if budget.eval_examples is not None:
-            evaluation = evaluation.select(range(min(budget.eval_examples, len(evaluation))))
-        return train, evaluation
 
     def load_model(self, path: str, **load_kwargs):
         names = self.label_names

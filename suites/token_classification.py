@@ -11,14 +11,12 @@ model's own position limit; training inputs are cut at the budget's `max_length`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from seqeval.metrics import classification_report
 from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
 
-from bench import resolve
-from suites.base import Batch, Budget, Task, subset, to_device
+from suites.base import Batch, Budget, Task, to_device
 
 IGNORE = -100  # label of padding and of non-first word pieces (cross-entropy's ignore_index)
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
@@ -72,29 +70,12 @@ def words_without_piece(word_index: list[int], n_words: int) -> tuple[int, int]:
 
 @dataclass
 class TokenClassificationTask(Task):
-    data_subdir: str = ""
-    hub_id: str = ""
-    hub_config: str | None = None
-    train_split: str = "train"
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
 
-    def resolve_model(self, ref: str, model_dir: Path | None) -> str:
-        return resolve.model_path(ref, model_dir, self.model_local_names)
-
-    def raw_splits(self, data_dir: Path | None):
-        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split],
-                                   self.hub_id, self.hub_config)
-
-    def load_data(self, data_dir: Path | None, budget: Budget):
-        ds = self.raw_splits(data_dir)
+    def label_names_of(self, split) -> list[str]:
         # The tag names (and so the IOB2 scheme) come from the data's own features, never a copy here.
-        self.label_names = list(ds[self.train_split].features[self.tags_column].feature.names)
-        train = subset(ds[self.train_split], budget.train_examples)
-        evaluation = ds[self.eval_split]
-        if budget.eval_examples is not None:
-            evaluation = evaluation.select(range(min(budget.eval_examples, len(evaluation))))
-        return train, evaluation
+        return list(split.features[self.tags_column].feature.names)
 
     def load_model(self, path: str, **load_kwargs):
         names = self.label_names
