@@ -34,6 +34,8 @@ def markdown_report(sections: list[Section], title: str) -> str:
     for s in sections:
         env = dict(s.env)
         conditions = ", ".join(f"{k} {env[k]}" for k in ("device", "GPU", "git commit") if k in env)
-        parts += ["", f"## {s.title}", "", f"budget `{s.budget}`, model `{s.model}`; {conditions}", "",
-                  section_table(s)]
+        parts += ["", f"## {s.title}", "", f"budget `{s.budget}`, model `{s.model}`; {conditions}", ""]
+        if s.note:
+            parts += [f"*Note.* {s.note}", ""]
+        parts.append(section_table(s))
     return "\n".join(parts) + "\n"

@@ -115,6 +115,8 @@ class Section:
     best: dict[str, set[str]]  # column metric -> methods holding the best value
     env: list[tuple[str, str]]
     plots: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, caption, image), filled by a renderer
+    note: str = ""  # the task's caveat, from the suite registry
+
 
     @property
     def title(self) -> str:
@@ -172,7 +174,7 @@ def _section(key: dict, records: list[dict]) -> Section:
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best_methods(rows, columns),
-                   env=environment(key, records))
+                   env=environment(key, records), note=task_note(key))
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:
@@ -230,6 +232,14 @@ def _span(times: list[str]) -> str:
     if not times:
         return ""
     return times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
+
+
+def task_note(key: dict) -> str:
+    try:
+        from suites import get_task
+        return get_task(key["suite"], key["task"]).note
+    except UnknownName:
+        return ""
 
 
 def _budget_definition(key: dict) -> str:

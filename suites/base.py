@@ -55,6 +55,8 @@ class Task:
     hub_config: str | None = None
     train_split: str = "train"
     label_column: str = "label"
+    # A caveat every reader of this task's numbers should see; reports print it under the section title.
+    note: str = ""
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:

@@ -213,3 +213,14 @@ def test_no_report_skips_the_page(tmp_path):
     run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "lora", "--out", str(tmp_path),
               "--no-report", env={"BENCH_FAULT": "raise:lora"}, check=True)
     assert (tmp_path / "results.jsonl").is_file() and not (tmp_path / "report.html").exists()
+
+
+def test_a_task_caveat_reaches_both_reports():
+    """Imagenette's "pretrained on these very images" caveat is read from the suite registry."""
+    recs = [record("head", task="imagenette", suite="vision"), record("lora", task="imagenette", suite="vision")]
+    sections = build_sections(recs)
+    assert "ImageNet's own training set" in sections[0].note
+    assert "own training set, so an ImageNet-pretrained backbone" in render_html(recs, [])
+    assert "*Note.* Imagenette's images" in markdown_report(sections, "t")
+    # A task without a caveat gets no note line.
+    assert "Note." not in markdown_report(build_sections([record("head")]), "t")
