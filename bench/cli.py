@@ -102,13 +102,19 @@ def cmd_run(args) -> int:
     from bench.store import ResultStore
     all_records = ResultStore(out).records()  # the folder may hold earlier runs too
     paths = write_tables(all_records, Path(out))
+    report_failed = False
     if not args.no_report:
         from reports.html import write_report
-        paths.update(write_report(all_records, Path(out) / "report.html", [Path(out)]))
+        try:
+            paths.update(write_report(all_records, Path(out) / "report.html", [Path(out)]))
+        except Exception as e:  # the runs are stored already: say so instead of ending on a traceback
+            report_failed = True
+            print(f"bench: the report could not be written ({type(e).__name__}: {e}); the results are safe in "
+                  f"{out}; retry with `python -m bench report {out}`", file=sys.stderr)
     print(format_summary(summary(records, metric_of)))
     print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}; history: {db}")
     failed = [r for r in records if r["status"] == "failed"]
-    return 1 if failed and args.strict else 0
+    return 1 if report_failed or (failed and args.strict) else 0
 
 
 def cmd_report(args) -> int:

@@ -224,3 +224,12 @@ def test_a_task_caveat_reaches_both_reports():
     assert "*Note.* Imagenette's images" in markdown_report(sections, "t")
     # A task without a caveat gets no note line.
     assert "Note." not in markdown_report(build_sections([record("head")]), "t")
+
+
+def test_a_report_that_cannot_be_written_keeps_the_results_and_fails_the_run(tmp_path):
+    (tmp_path / "report.html").mkdir()  # the page cannot be written over a folder
+    proc = run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head", "--out", str(tmp_path))
+    assert proc.returncode == 1
+    assert "report could not be written (IsADirectoryError" in proc.stderr and "bench report" in proc.stderr
+    assert [r["status"] for r in ResultStore(tmp_path).records()] == ["ok"]
+    assert (tmp_path / "results_wide.csv").is_file()
