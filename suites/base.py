@@ -75,6 +75,12 @@ class Task:
         """Class names, read from the data's own features (never a copy in code)."""
         return list(split.features[self.label_column].names)
 
+    def head_config(self) -> dict:
+        """from_pretrained arguments that give the model a head for this task's labels, named."""
+        names = self.label_names
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}}
+
     def load_data(self, data_dir: Path | None, budget: Budget) -> tuple[Any, Any]:
         """(train, eval) datasets, already cut to the budget."""
         ds = self.raw_splits(data_dir)

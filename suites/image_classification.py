@@ -91,11 +91,9 @@ class ImageClassificationTask(Task):
     image_column: str = "image"
 
     def load_model(self, path: str, **load_kwargs):
-        names = self.label_names
         # A new head for our classes: the checkpoint's 1001-way ImageNet head does not fit.
         model = AutoModelForImageClassification.from_pretrained(
-            path, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True, **load_kwargs)
+            path, **self.head_config(), ignore_mismatched_sizes=True, **load_kwargs)
         return model, ImagePreprocessing.from_pretrained(path)
 
     def encode(self, ds, prep: ImagePreprocessing, budget: Budget, train: bool) -> list[dict]:

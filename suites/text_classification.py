@@ -14,10 +14,7 @@ class TextClassificationTask(Task):
     text_column: str = "sentence"
 
     def load_model(self, path: str, **load_kwargs):
-        names = self.label_names
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)}, **load_kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
         return model, AutoTokenizer.from_pretrained(path)
 
     def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:

@@ -78,10 +78,7 @@ class TokenClassificationTask(Task):
         return list(split.features[self.tags_column].feature.names)
 
     def load_model(self, path: str, **load_kwargs):
-        names = self.label_names
-        model = AutoModelForTokenClassification.from_pretrained(
-            path, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)}, **load_kwargs)
+        model = AutoModelForTokenClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         # Tokenizers without a limit report a huge model_max_length; the position table is the real one.
         limits = [tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None)]
