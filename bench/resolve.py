@@ -31,7 +31,7 @@ def model_dir(flag: str | None) -> Path | None:
 
 
 def load_splits(local_dir: Path | None, subdir: str, splits: list[str], hub_id: str,
-                hub_config: str | None = None) -> datasets.DatasetDict:
+                hub_config: str | None = None, **hub_kwargs) -> datasets.DatasetDict:
     """Load `splits` from `<local_dir>/<subdir>/<split>.parquet`, or from the Hub without a local dir."""
     if local_dir is not None:
         files = {s: local_dir / subdir / f"{s}.parquet" for s in splits}
@@ -39,7 +39,12 @@ def load_splits(local_dir: Path | None, subdir: str, splits: list[str], hub_id: 
         if missing:
             raise ResolveError(f"data dir {local_dir} lacks {', '.join(missing)}")
         return datasets.load_dataset("parquet", data_files={s: str(f) for s, f in files.items()})
-    ds = datasets.load_dataset(hub_id, hub_config)
+    try:
+        ds = datasets.load_dataset(hub_id, hub_config, **hub_kwargs)
+    except Exception as e:  # offline, gated, renamed: say what to do instead of a deep traceback
+        raise ResolveError(f"could not load dataset {hub_id!r} from the Hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); pass --data-dir or set BENCH_DATA_DIR "
+                           f"to a folder holding {subdir}/{{{','.join(splits)}}}.parquet") from e
     return datasets.DatasetDict({s: ds[s] for s in splits})
 
 

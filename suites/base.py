@@ -53,6 +53,7 @@ class Task:
     data_subdir: str = ""
     hub_id: str = ""
     hub_config: str | None = None
+    hub_kwargs: dict = field(default_factory=dict)  # more load_dataset arguments (revision, data_dir)
     train_split: str = "train"
     label_column: str = "label"
     # A caveat every reader of this task's numbers should see; reports print it under the section title.
@@ -69,7 +70,7 @@ class Task:
 
     def raw_splits(self, data_dir: Path | None):
         return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split],
-                                   self.hub_id, self.hub_config)
+                                   self.hub_id, self.hub_config, **self.hub_kwargs)
 
     def label_names_of(self, split) -> list[str]:
         """Class names, read from the data's own features (never a copy in code)."""

@@ -50,3 +50,19 @@ def test_count_params_counts_trainable_and_head():
     assert counts["trainable_params"] == counts["head_params"] == head
     assert counts["total_params"] == sum(p.numel() for p in model.parameters())
     assert 0 < counts["trainable_pct"] < 100
+
+
+def test_a_hub_dataset_that_cannot_load_says_how_to_use_a_local_copy(monkeypatch):
+    """Offline (or a script dataset datasets>=4 refuses): one clear error naming the data dir to pass."""
+    from bench import resolve
+
+    def refuse(*args, **kwargs):
+        assert kwargs == {"revision": "refs/convert/parquet", "data_dir": "conll2003"}  # the task's Hub recipe
+        raise ConnectionError("Couldn't reach 'eriktks/conll2003' on the Hub (LocalEntryNotFoundError)\nmore")
+
+    monkeypatch.setattr(resolve.datasets, "load_dataset", refuse)
+    with pytest.raises(resolve.ResolveError) as err:
+        get_task("nlp", "conll2003").raw_splits(None)
+    message = str(err.value)
+    assert "'eriktks/conll2003'" in message and "--data-dir" in message and "\n" not in message
+    assert "conll2003/{train,test}.parquet" in message
