@@ -117,7 +117,6 @@ class Section:
     plots: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, caption, image), filled by a renderer
     note: str = ""  # the task's caveat, from the suite registry
 
-
     @property
     def title(self) -> str:
         return f"{self.suite} / {self.task}"
@@ -136,13 +135,19 @@ class Section:
         return out
 
 
-def headline_metric(suite: str, task: str, records: list[dict]) -> str | None:
-    """The task's declared metric; for a task no longer registered, the first quality metric recorded."""
+def registered_task(suite: str, task: str):
+    """The task as the suite registry defines it now; None for a task no longer registered."""
     try:
         from suites import get_task
-        return get_task(suite, task).metric
+        return get_task(suite, task)
     except UnknownName:
-        pass
+        return None
+
+
+def headline_metric(suite: str, task: str, records: list[dict]) -> str | None:
+    """The task's declared metric; for a task no longer registered, the first quality metric recorded."""
+    if (registered := registered_task(suite, task)) is not None:
+        return registered.metric
     for r in records:
         for name in r.get("metrics", {}):
             info = metric_info(name)
@@ -159,6 +164,7 @@ def build_sections(records: list[dict]) -> list[Section]:
 
 
 def _section(key: dict, records: list[dict]) -> Section:
+    registered = registered_task(key["suite"], key["task"])
     metric = headline_metric(key["suite"], key["task"], records)
     by_method: dict[str, list[dict]] = {}
     for r in records:
@@ -174,7 +180,7 @@ def _section(key: dict, records: list[dict]) -> Section:
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best_methods(rows, columns),
-                   env=environment(key, records), note=task_note(key))
+                   env=environment(key, records), note=registered.note if registered else "")
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:
@@ -234,21 +240,11 @@ def _span(times: list[str]) -> str:
     return times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
 
 
-def task_note(key: dict) -> str:
-    try:
-        from suites import get_task
-        return get_task(key["suite"], key["task"]).note
-    except UnknownName:
-        return ""
-
-
 def _budget_definition(key: dict) -> str:
-    try:
-        from suites import get_task
-        budget = get_task(key["suite"], key["task"]).budget(key["budget"])
-    except UnknownName:
+    task = registered_task(key["suite"], key["task"])
+    if task is None or key["budget"] not in task.budgets:
         return ""
-    fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(budget).items())
+    fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(task.budgets[key["budget"]]).items())
     return f" (as defined now: {fields})"
 
 
