@@ -44,6 +44,8 @@ METRICS: dict[str, Metric] = {
     "train_tokens_per_s": Metric("tokens/s", True, "speed"),
     "train_cpu_s": Metric("s", False, "speed"),
     "train_wall_s": Metric("s", False, "speed"),
+    "train_data_s": Metric("s", False, "speed"),  # batch preparation during the timed steps
+    "train_data_share": Metric("ratio", None, "info"),  # of timed training time spent waiting for batches
     "latency_p50_ms": Metric("ms", False, "speed"),
     "latency_p95_ms": Metric("ms", False, "speed"),
     "eval_examples_per_s": Metric("examples/s", True, "speed"),

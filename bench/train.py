@@ -1,6 +1,8 @@
 """The one training loop every method shares: plain PyTorch, AdamW, linear warm-up/decay."""
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -22,12 +24,25 @@ class TrainStats:
     timed_tokens: int = 0
     timed_wall_s: float = 0.0
     timed_cpu_s: float = 0.0
+    timed_data_s: float = 0.0  # producing the timed steps' batches (decode, augment, collate), outside the step timer
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for sequence ([B, C] vs [B]) and token ([B, T, C] vs [B, T]) classification."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def fetch_timed(batches: Iterable) -> Iterator[tuple[object, float]]:
+    """Yield (batch, seconds it took to produce): shows when data preparation, not the model, sets the pace."""
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - t0
 
 
 def train(model, batches, *, task, method, total_steps: int, lr: float, device: torch.device,
@@ -39,8 +54,9 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
     stats = TrainStats()
     task.train_mode(model)
     running = []
-    for step, batch in enumerate(batches, start=1):
+    for step, (batch, data_s) in enumerate(fetch_timed(batches), start=1):
         timed = step > warmup_steps
+        stats.timed_data_s += data_s if timed else 0.0
         with timer.section(timed):
             batch = to_device(batch, device)
             out = method.forward(model, batch)

@@ -98,8 +98,10 @@ def execute(spec: dict, record: dict) -> None:
     record["info"]["peak_memory_source"] = peak.source
     record["loss_curve"] = stats.loss_curve
     metrics.update(train_loss=stats.final_loss, train_task_loss=stats.final_task_loss,
-                   timed_steps=stats.timed_steps, train_wall_s=stats.timed_wall_s, train_cpu_s=stats.timed_cpu_s)
+                   timed_steps=stats.timed_steps, train_wall_s=stats.timed_wall_s, train_cpu_s=stats.timed_cpu_s,
+                   train_data_s=stats.timed_data_s)
     if stats.timed_steps:
+        metrics["train_data_share"] = stats.timed_data_s / (stats.timed_data_s + stats.timed_wall_s)
         metrics["train_examples_per_s"] = stats.timed_examples / stats.timed_wall_s
         if stats.timed_tokens:  # image tasks have no tokens
             metrics["train_tokens_per_s"] = stats.timed_tokens / stats.timed_wall_s

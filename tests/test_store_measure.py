@@ -1,5 +1,6 @@
 import json
 import multiprocessing as mp
+import time
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,7 @@ import torch
 
 from bench.measure import PeakMemory, StepTimer, current_rss_mb, percentile
 from bench.store import ResultStore
+from bench.train import fetch_timed
 from reports.tables import long_table, summary, wide_table, write_tables
 
 
@@ -62,6 +64,16 @@ def test_peak_memory_sees_an_allocation():
     block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
     del block
     assert peak.read()["peak_rss_mb"] >= before + 50
+
+
+def test_batch_preparation_is_timed_per_batch():
+    def slow_batches():
+        for i in range(3):
+            time.sleep(0.05)
+            yield i
+    fetched = list(fetch_timed(slow_batches()))
+    assert [b for b, _ in fetched] == [0, 1, 2]
+    assert all(0.05 <= s < 5 for _, s in fetched)
 
 
 def test_timer_and_percentile():

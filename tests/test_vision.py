@@ -235,6 +235,7 @@ def test_every_method_runs_on_the_smoke_vision_task(vision_smoke_run):
                 "peak_rss_mb", "trainable_params"]:
         assert wide[col].notna().all(), col
     assert wide.accuracy.between(0, 1).all()
+    assert wide.train_data_share.between(0, 1, inclusive="neither").all()  # cropping and flipping take time
     assert "train_tokens_per_s" not in wide or wide.train_tokens_per_s.isna().all()  # images have no tokens
     assert wide.loc["full", "trainable_pct"] == pytest.approx(100)
     trainable = wide.trainable_params
