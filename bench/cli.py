@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     if not args.no_report:
         from reports.html import write_report
         try:
-            paths.update(write_report(all_records, Path(out) / "report.html", [Path(out)]))
+            paths.update(write_report(all_records, Path(out) / "report.html", [Path(out)], history_db=db))
         except Exception as e:  # the runs are stored already: say so instead of ending on a traceback
             report_failed = True
             print(f"bench: the report could not be written ({type(e).__name__}: {e}); the results are safe in "
@@ -121,7 +121,9 @@ def cmd_report(args) -> int:
     from reports.html import latest_results, load_records, write_report
     records, folders = load_records(args.results or [latest_results(DEFAULT_OUT)])
     out = args.out or (folders[0] / "report.html" if len(folders) == 1 else Path("report.html"))
-    paths = write_report(records, out, folders, title=args.title)
+    if args.history is not None and not args.history.is_file():
+        raise UnknownName(f"no history database at {str(args.history)!r} (`bench run` writes one; see --db)")
+    paths = write_report(records, out, folders, title=args.title, history_db=args.history)
     print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1e6:.2f} MB, {len(records)} runs); "
           f"markdown: {paths['markdown']}")
     return 0
@@ -229,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HTML file to write; report.md goes beside it (default: report.html in the "
                              "result folder, or ./report.html for several folders)")
     report.add_argument("--title", default="peft-bench report")
+    report.add_argument("--history", type=Path, metavar="DB",
+                        help="history database: add a plot of each task's metric over past invocations "
+                             "(`bench run` does so with its own database)")
     report.set_defaults(func=cmd_report)
 
     db_help = "history database (default: $BENCH_HISTORY_DB, else runs/history.db)"

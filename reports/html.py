@@ -15,7 +15,7 @@ import jinja2
 from bench.errors import UnknownName
 from bench.store import RESULTS_FILE, ResultStore
 from reports.markdown import markdown_report
-from reports.plots import method_colors, section_plots
+from reports.plots import history_plot, method_colors, section_plots
 from reports.sections import build_sections, fmt_number
 
 DEFAULT_TITLE = "peft-bench report"
@@ -51,11 +51,26 @@ def _data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def render_html(records: list[dict], sources: list[Path], title: str = DEFAULT_TITLE) -> str:
+def _trend(history_db: Path, section):
+    """This section's configuration (same suite, task, budget, model, device) in the history database."""
+    from bench import history
+    trend = history.trends(history_db, suite=section.suite, task=section.task, metric=section.metric)
+    same = (trend.budget == section.budget) & (trend.model == section.model) & (trend.device == section.device)
+    return trend[same]
+
+
+def render_html(records: list[dict], sources: list[Path], title: str = DEFAULT_TITLE,
+                history_db: Path | None = None) -> str:
+    """The page; with a history database, each section also plots its headline metric over past invocations."""
     sections = build_sections(records)
     colors = method_colors(list(dict.fromkeys(str(r.get("method")) for r in records)))
     for s in sections:
-        s.plots = [(kind, caption, _data_uri(svg)) for kind, caption, svg in section_plots(s, colors)]
+        plots = section_plots(s, colors)
+        if history_db is not None and Path(history_db).is_file() and s.metric:
+            svg = history_plot(s, _trend(history_db, s), colors)
+            if svg:
+                plots.append(("history", f"{s.metric} over past invocations", svg))
+        s.plots = [(kind, caption, _data_uri(svg)) for kind, caption, svg in plots]
     totals: dict[str, int] = {}
     for r in records:
         totals[r.get("status") or "unknown"] = totals.get(r.get("status") or "unknown", 0) + 1
@@ -65,11 +80,11 @@ def render_html(records: list[dict], sources: list[Path], title: str = DEFAULT_T
 
 
 def write_report(records: list[dict], html_path: Path, sources: list[Path],
-                 title: str = DEFAULT_TITLE) -> dict[str, Path]:
+                 title: str = DEFAULT_TITLE, history_db: Path | None = None) -> dict[str, Path]:
     """Write `<name>.html` and `<name>.md` side by side; returns their paths."""
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(render_html(records, sources, title), encoding="utf-8")
+    html_path.write_text(render_html(records, sources, title, history_db), encoding="utf-8")
     md_path = html_path.with_suffix(".md")
     md_path.write_text(markdown_report(build_sections(records), title), encoding="utf-8")
     return {"html": html_path, "markdown": md_path}

@@ -152,6 +152,32 @@ def loss_plot(section: Section, colors: dict) -> str | None:
         return to_svg(fig)
 
 
+def history_plot(section: Section, trend, colors: dict) -> str | None:
+    """The headline metric of this section's configuration over past invocations (from the history
+    database), one line per method; points `bench compare` would call a regression are ringed in red."""
+    if trend is None or trend.empty or trend.invocation.nunique() < 2:
+        return None
+    order = list(dict.fromkeys(trend.sort_values("date", kind="stable").invocation))
+    with matplotlib.rc_context(STYLE):
+        fig, ax = _figure(height=FIGSIZE[1] + 0.5)
+        for i, (method, series) in enumerate(trend.groupby("method", sort=False)):
+            x = [order.index(inv) for inv in series.invocation]
+            color = colors.get(method, PALETTE[(len(colors) + i) % len(PALETTE)])
+            ax.errorbar(x, series["mean"], yerr=series["std"].fillna(0), color=color, lw=1.2, capsize=2,
+                        marker=MARKERS[(list(colors).index(method) if method in colors else len(colors) + i)
+                                       % len(MARKERS)], ms=4, label=method)
+            bad = series[series.regressed.astype(bool)]
+            ax.scatter([order.index(inv) for inv in bad.invocation], bad["mean"], s=90, facecolors="none",
+                       edgecolors="red", linewidths=1.5, zorder=5)
+        dates = trend.drop_duplicates("invocation").set_index("invocation").date
+        ax.set_xticks(range(len(order)), [str(dates[inv])[:10] for inv in order], rotation=30, ha="right",
+                      fontsize=7)
+        ax.set_ylabel(_label(section.metric))
+        ax.set_title(f"{section.metric} by invocation (red ring: regression)", fontsize=10)
+        fig.legend(loc="outside lower center", fontsize=7, frameon=False, ncols=4)
+        return to_svg(fig)
+
+
 def section_plots(section: Section, colors: dict) -> list[tuple[str, str, str]]:
     """(kind, caption, svg) for every plot the section has data for, in page order."""
     out = []

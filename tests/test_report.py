@@ -207,6 +207,8 @@ def test_run_writes_the_report_and_report_rerenders_it(tmp_path):
 
     bad = run_bench("report", str(tmp_path / "missing"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing" in bad.stderr
+    bad = run_bench("report", str(out), "--history", str(tmp_path / "none.db"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "none.db" in bad.stderr
 
 
 def test_no_report_skips_the_page(tmp_path):
@@ -233,3 +235,32 @@ def test_a_report_that_cannot_be_written_keeps_the_results_and_fails_the_run(tmp
     assert "report could not be written (IsADirectoryError" in proc.stderr and "bench report" in proc.stderr
     assert [r["status"] for r in ResultStore(tmp_path).records()] == ["ok"]
     assert (tmp_path / "results_wide.csv").is_file()
+
+
+def test_a_history_database_adds_a_plot_over_past_invocations(tmp_path):
+    from bench import history
+    db = tmp_path / "history.db"
+
+    def night(invocation, day, accuracy):
+        recs = [record(m, accuracy=accuracy) for m in ("head", "lora")]
+        for r in recs:
+            r.update(run_id=f"{invocation}-{r['method']}", invocation=invocation,
+                     finished_at=f"2026-01-0{day}T00:00:00+00:00")
+        return recs
+
+    history.record_runs(db, night("inv1", 1, 0.80))
+    latest = night("inv2", 2, 0.80)
+    history.record_runs(db, latest)
+    images = _images(render_html(latest, [], history_db=db))
+    assert [kind for kind, _ in images].count("history") == 1
+    assert "stroke: #ff0000" not in dict(images)["history"]  # a steady metric: nothing ringed
+    # The history plot marks a regression: the third night loses ten points of accuracy.
+    worse = night("inv3", 3, 0.70)
+    history.record_runs(db, worse)
+    svg = dict(_images(render_html(worse, [], history_db=db)))["history"]
+    assert "2026-01-03" in svg and 'stroke: #ff0000' in svg
+    # One invocation in the database, or none given: no history plot.
+    assert "history" not in dict(_images(render_html(worse, [])))
+    single = tmp_path / "single.db"
+    history.record_runs(single, latest)
+    assert "history" not in dict(_images(render_html(latest, [], history_db=single)))
