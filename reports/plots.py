@@ -170,8 +170,9 @@ def history_plot(section: Section, trend, colors: dict) -> str | None:
             ax.scatter([order.index(inv) for inv in bad.invocation], bad["mean"], s=90, facecolors="none",
                        edgecolors="red", linewidths=1.5, zorder=5)
         dates = trend.drop_duplicates("invocation").set_index("invocation").date
-        ax.set_xticks(range(len(order)), [str(dates[inv])[:10] for inv in order], rotation=30, ha="right",
-                      fontsize=7)
+        # "MM-DD HH:MM" (UTC, as recorded): nightly points differ by day, repeated runs of one day by time.
+        ax.set_xticks(range(len(order)), [f"{str(dates[inv])[5:10]} {str(dates[inv])[11:16]}" for inv in order],
+                      rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(_label(section.metric))
         ax.set_title(f"{section.metric} by invocation (red ring: regression)", fontsize=10)
         fig.legend(loc="outside lower center", fontsize=7, frameon=False, ncols=4)

@@ -258,7 +258,7 @@ def test_a_history_database_adds_a_plot_over_past_invocations(tmp_path):
     worse = night("inv3", 3, 0.70)
     history.record_runs(db, worse)
     svg = dict(_images(render_html(worse, [], history_db=db)))["history"]
-    assert "2026-01-03" in svg and 'stroke: #ff0000' in svg
+    assert "01-03 00:00" in svg and 'stroke: #ff0000' in svg
     # One invocation in the database, or none given: no history plot.
     assert "history" not in dict(_images(render_html(worse, [])))
     single = tmp_path / "single.db"
