@@ -158,14 +158,14 @@ def history_plot(section: Section, trend, colors: dict) -> str | None:
     if trend is None or trend.empty or trend.invocation.nunique() < 2:
         return None
     order = list(dict.fromkeys(trend.sort_values("date", kind="stable").invocation))
+    # Methods seen only in the past get the next colours; the others keep the page's.
+    colors = method_colors(list(dict.fromkeys(list(colors) + list(trend.method))))
     with matplotlib.rc_context(STYLE):
         fig, ax = _figure(height=FIGSIZE[1] + 0.5)
-        for i, (method, series) in enumerate(trend.groupby("method", sort=False)):
+        for method, series in trend.groupby("method", sort=False):
             x = [order.index(inv) for inv in series.invocation]
-            color = colors.get(method, PALETTE[(len(colors) + i) % len(PALETTE)])
-            ax.errorbar(x, series["mean"], yerr=series["std"].fillna(0), color=color, lw=1.2, capsize=2,
-                        marker=MARKERS[(list(colors).index(method) if method in colors else len(colors) + i)
-                                       % len(MARKERS)], ms=4, label=method)
+            ax.errorbar(x, series["mean"], yerr=series["std"].fillna(0), color=colors[method], lw=1.2, capsize=2,
+                        marker=_marker(method, colors), ms=4, label=method)
             bad = series[series.regressed.astype(bool)]
             ax.scatter([order.index(inv) for inv in bad.invocation], bad["mean"], s=90, facecolors="none",
                        edgecolors="red", linewidths=1.5, zorder=5)

@@ -241,19 +241,20 @@ def test_a_history_database_adds_a_plot_over_past_invocations(tmp_path):
     from bench import history
     db = tmp_path / "history.db"
 
-    def night(invocation, day, accuracy):
-        recs = [record(m, accuracy=accuracy) for m in ("head", "lora")]
+    def night(invocation, day, accuracy, methods=("head", "lora")):
+        recs = [record(m, accuracy=accuracy) for m in methods]
         for r in recs:
             r.update(run_id=f"{invocation}-{r['method']}", invocation=invocation,
                      finished_at=f"2026-01-0{day}T00:00:00+00:00")
         return recs
 
-    history.record_runs(db, night("inv1", 1, 0.80))
+    history.record_runs(db, night("inv1", 1, 0.80, methods=("head", "lora", "bitfit")))  # bitfit: only in the past
     latest = night("inv2", 2, 0.80)
     history.record_runs(db, latest)
     images = _images(render_html(latest, [], history_db=db))
     assert [kind for kind, _ in images].count("history") == 1
     assert "stroke: #ff0000" not in dict(images)["history"]  # a steady metric: nothing ringed
+    assert "bitfit" in dict(images)["history"]
     # The history plot marks a regression: the third night loses ten points of accuracy.
     worse = night("inv3", 3, 0.70)
     history.record_runs(db, worse)
