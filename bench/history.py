@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -74,12 +75,28 @@ def connect(path: str | os.PathLike, create: bool = True):
     try:
         con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         if create:
-            con.execute("PRAGMA journal_mode = WAL")  # persistent; readers never block the writer
-            con.execute("PRAGMA foreign_keys = ON")
-            con.executescript(SCHEMA)
+            _prepare(con)
         yield con
     finally:
         con.close()
+
+
+def _prepare(con: sqlite3.Connection) -> None:
+    """WAL mode (persistent; readers never block the writer) and the schema. Retried: while another process
+    is creating the same database, switching the journal mode can fail with "database is locked" at once,
+    without waiting for the busy timeout (seen with two concurrent first writers)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA foreign_keys = ON")
+            con.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _row(record: dict, source: str | None) -> dict:
