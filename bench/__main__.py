@@ -1,3 +1,4 @@
 from bench.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: a spawned worker process imports this module again
+    raise SystemExit(main())

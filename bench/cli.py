@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from bench import resolve
-from bench.errors import UnknownName
+from bench.errors import StorageFull, UnknownName
 
 DEFAULT_OUT = Path("runs")
 
@@ -58,7 +59,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import new_invocation_id, plan, run_grid  # imports torch: only `run` pays for it
+    from bench.runner import new_invocation_id, plan, run_grid, warm_up
+    warm_up()  # the worker server imports torch & co. while this process loads the registries
+    from bench.store import ResultStore, latest_folder, latest_runs
     from methods import METHODS
     from reports.tables import format_summary, summary, write_tables
     from suites import BUDGETS, get_suite
@@ -68,18 +71,29 @@ def cmd_run(args) -> int:
     method_names = _pick(args.methods, list(METHODS), "method")
     if args.budget not in BUDGETS:
         raise UnknownName(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UnknownName(f"bad --timeout {args.timeout:g} (expected a number of seconds > 0)")
     lrs = _lrs(args.lr)
     for name in lrs:
         if name != "*":
             _pick([name], list(METHODS), "method in --lr")
-    invocation = new_invocation_id()
-    out = args.out or DEFAULT_OUT / f"{invocation}-{args.suite}"
+    out = args.out
+    if out is None and args.resume:
+        out = latest_folder(DEFAULT_OUT, args.suite)
+        if out is None:
+            raise UnknownName(f"--resume: no results folder of suite {args.suite!r} under {str(DEFAULT_OUT)!r} "
+                              f"(pass --out FOLDER)")
+    earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") == args.suite] if out else []
+    # A folder is one invocation: resuming it keeps its id, so history and `bench compare` see one grid.
+    invocation = earlier[-1]["invocation"] if earlier and earlier[-1].get("invocation") else new_invocation_id()
+    out = Path(out or DEFAULT_OUT / f"{invocation}-{args.suite}")
     data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
     specs = plan(args.suite, task_names, method_names, args.seeds, invocation=invocation, budget=args.budget,
                  model=args.model, device=args.device, data_dir=str(data_dir) if data_dir else None,
-                 model_dir=str(model_dir) if model_dir else None)
-    for spec in specs:
-        spec["lr"] = lrs.get(spec["method"], lrs.get("*"))
+                 model_dir=str(model_dir) if model_dir else None, lrs=lrs,
+                 default_models={t.name: t.default_model for t in tasks})
+    mode = "rerun" if args.rerun else "rerun-failed" if args.rerun_failed else "resume"
+    todo, skipped = select_runs(specs, earlier, mode)
     metric_of = {t.name: t.metric for t in tasks}
 
     def describe(r: dict) -> str:
@@ -93,28 +107,78 @@ def cmd_run(args) -> int:
                 f"({m['wall_time_s']:.0f}s)")
 
     print(f"bench: {len(specs)} runs ({args.suite}: {', '.join(task_names)} x {', '.join(method_names)} x seeds "
-          f"{','.join(map(str, args.seeds))}), budget {args.budget}, results in {out}", file=sys.stderr)
+          f"{','.join(map(str, args.seeds))}), budget {args.budget}, results in {out}"
+          + (f"; {_skip_line(skipped, mode)}; {len(todo)} to run" if skipped else ""), file=sys.stderr)
     t0 = time.perf_counter()
     from bench import history
     db = args.db or history.default_path(out)
-    records = run_grid(specs, Path(out), verbose=args.verbose, describe=describe, history_db=db)
+    outcome = run_grid(todo, out, verbose=args.verbose, describe=describe, history_db=db, timeout=args.timeout)
     wall = time.perf_counter() - t0
-    from bench.store import ResultStore
-    all_records = ResultStore(out).records()  # the folder may hold earlier runs too
-    paths = write_tables(all_records, Path(out))
+    all_records = latest_runs(ResultStore(out).records(warn=False))  # the folder may hold earlier runs too
+    paths = write_tables(all_records, out)
     report_failed = False
     if not args.no_report:
         from reports.html import write_report
         try:
-            paths.update(write_report(all_records, Path(out) / "report.html", [Path(out)], history_db=db))
+            paths.update(write_report(all_records, out / "report.html", [out], history_db=db))
         except Exception as e:  # the runs are stored already: say so instead of ending on a traceback
             report_failed = True
             print(f"bench: the report could not be written ({type(e).__name__}: {e}); the results are safe in "
                   f"{out}; retry with `python -m bench report {out}`", file=sys.stderr)
-    print(format_summary(summary(records, metric_of)))
+    planned = {(s["config_id"], s["seed"]) for s in specs}
+    from bench.identity import run_key
+    print(format_summary(summary([r for r in all_records if run_key(r) in planned], metric_of)))
     print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}; history: {db}")
-    failed = [r for r in records if r["status"] == "failed"]
+    if outcome.interrupted:
+        print(f"bench: interrupted ({outcome.interrupted}) after {len(outcome.records)} of {len(todo)} runs; "
+              f"tables and report hold every finished run; resume with: {_resume_command(args, out)}",
+              file=sys.stderr)
+        return 130
+    failed = [r for r in outcome.records if r["status"] == "failed"]
+    if outcome.records and not any(r["status"] == "ok" for r in outcome.records):
+        print(f"bench: no run succeeded ({len(outcome.records)} run(s): {len(failed)} failed, "
+              f"{len(outcome.records) - len(failed)} skipped); see {out}/logs", file=sys.stderr)
+        return 1
     return 1 if report_failed or (failed and args.strict) else 0
+
+
+def select_runs(specs: list[dict], earlier: list[dict], mode: str) -> tuple[list[dict], dict[str, int]]:
+    """Which planned runs to run, given the newest earlier record of each run in the folder.
+
+    resume (the default): all but those with an `ok` record; rerun: all; rerun-failed: only those whose
+    newest record is `failed` or `interrupted`. Returns (to run, {reason: count} of those not run)."""
+    from bench.identity import run_key
+    newest = {run_key(r): r for r in earlier}
+    todo, skipped = [], {}
+    for spec in specs:
+        status = (newest.get((spec["config_id"], spec["seed"])) or {}).get("status")
+        run = {"rerun": True, "resume": status != "ok",
+               "rerun-failed": status in ("failed", "interrupted")}[mode]
+        if run:
+            todo.append(spec)
+        else:
+            reason = f"already {status}" if status else "never run"
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return todo, skipped
+
+
+def _skip_line(skipped: dict[str, int], mode: str) -> str:
+    hint = "--rerun-failed reruns only failed/interrupted runs" if mode == "rerun-failed" else \
+        "--rerun runs them again"
+    return f"{sum(skipped.values())} skipped ({', '.join(f'{n} {why}' for why, n in skipped.items())}; {hint})"
+
+
+def _resume_command(args, out: Path) -> str:
+    """The command line that finishes this grid: the same arguments, into the same folder, without --rerun."""
+    argv, drop_value = [], False
+    for item in args.argv:
+        if drop_value:
+            drop_value = False
+        elif item in ("--out", "--rerun", "--rerun-failed", "--resume") or item.startswith("--out="):
+            drop_value = item == "--out"
+        else:
+            argv.append(item)
+    return shlex.join(["python", "-m", "bench", *argv, "--out", str(out)])
 
 
 def cmd_report(args) -> int:
@@ -161,9 +225,17 @@ def cmd_compare(args) -> int:
     keep = lambda rs: [r for r in rs if (not args.tasks or r.get("task") in args.tasks)
                        and (not args.methods or r.get("method") in args.methods)]
     table = compare.compare(keep(baseline.records), keep(candidate.records), thresholds, args.metrics)
-    if not (table.verdict.isin(["regressed", "improved", "unchanged", "failed"])).any():
-        raise UnknownName("baseline and candidate have no (suite, task, method, budget) with results in common "
-                          f"(baseline {baseline.label}; candidate {candidate.label})")
+    if not (table.verdict.isin(["regressed", "improved", "unchanged", "ungated", "failed", "vanished"])).any():
+        message = ("baseline and candidate have no (suite, task, method, budget) with results in common "
+                   f"(baseline {baseline.label}; candidate {candidate.label})")
+        # Exit 2 ("nothing to compare yet") is for a history too young to hold two comparable grids; past
+        # that, finding nothing comparable means the gate is broken, and a nightly job must not swallow it.
+        seen = compare.comparable_invocations(db, candidate)
+        if seen < 2:
+            raise UnknownName(message)
+        print(f"bench: error: {message}; the history holds {seen} invocations of these configurations, so this "
+              f"is not a first run: check the references and filters", file=sys.stderr)
+        return 1
     fmt = compare.format_markdown if args.markdown else compare.format_text
     print(fmt(table, baseline, candidate))
     return 1 if len(compare.regressions(table)) else 0
@@ -216,10 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", action="append", help="learning rate: NUMBER for all methods or METHOD=NUMBER")
     run.add_argument("--data-dir", help="local data mirror (default: $BENCH_DATA_DIR, else the Hub)")
     run.add_argument("--model-dir", help="local models folder (default: $BENCH_MODEL_DIR, else packages/Hub)")
-    run.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>)")
+    run.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>); an existing one is "
+                                                   "resumed: runs already ok there are skipped")
     run.add_argument("--strict", action="store_true", help="exit 1 if any run failed")
     run.add_argument("--verbose", action="store_true", help="show each worker's output instead of logging it")
     run.add_argument("--no-report", action="store_true", help="skip writing report.html and report.md")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the newest results folder of this suite under runs/ (or --out): skip every "
+                          "run that already has an ok row there (the default for any existing --out folder)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--rerun", action="store_true", help="run every run again, even those already ok")
+    again.add_argument("--rerun-failed", action="store_true",
+                       help="run again only the runs whose newest row is failed or interrupted")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="per run: stop a run still going after SECONDS and record it failed (default: none)")
     run.add_argument("--db", type=Path, help="history database to add every run to (default: $BENCH_HISTORY_DB, "
                                              "else history.db beside the results folder: runs/history.db)")
     run.set_defaults(func=cmd_run)
@@ -282,9 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except UnknownName as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except StorageFull as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1

@@ -11,8 +11,11 @@ every metric with a declared direction (bench/metrics.py) gets a verdict:
   baseline, k x seed std) (memory: never less than 10 MB): timings on shared machines move by tens of
   percent between identical runs.
 
-A configuration whose candidate runs all failed is a regression too; one missing from the candidate is
-reported, not gated (a subset run is a legitimate candidate).
+A configuration whose candidate runs all failed is a regression too, and so is a drop in the share of
+runs that succeeded (2 of 3 seeds crashing); a metric the baseline recorded and the candidate no longer does
+is `vanished` (gated). A configuration missing from the candidate is reported, not gated (a subset run is a
+legitimate candidate). Speed is gated only where host, CPU and GPU names match the baseline's: on shared
+or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import pandas as pd
 from bench import history
 from bench.errors import UnknownName
 from bench.metrics import METRICS, metric_info
+from bench.store import latest_runs
 from bench.units import name_value, parse_fraction, parse_number
 
 MATCH_KEYS = ["suite", "task", "method", "budget"]
@@ -37,7 +41,8 @@ DEFAULT_RELATIVE = {"memory": 0.10, "speed": 0.25, "size": 0.05}
 # of a tiny model) 10% of the baseline is less than that.
 MIN_ALLOWED = {"memory": 10.0}  # MB
 DEFAULT_K = 2.0
-GATING = {"regressed", "failed"}
+GATING = {"regressed", "failed", "vanished"}
+HARDWARE = ("hostname", "cpu_model", "gpu_name")  # speed is gated only where these match
 
 
 @dataclass
@@ -114,6 +119,7 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
             metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per (suite, task, method, budget, metric): baseline, candidate, change, allowed, verdict."""
     thresholds = thresholds or Thresholds()
+    baseline, candidate = latest_runs(baseline), latest_runs(candidate)
     base_stats, cand_stats = history.stats(baseline, MATCH_KEYS), history.stats(candidate, MATCH_KEYS)
     rows = []
     keys = _keys(baseline) + [k for k in _keys(candidate) if k not in _keys(baseline)]
@@ -138,18 +144,32 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
         if mismatch:
             rows.append({**ident, "metric": "(runs)", "verdict": "incomparable", "note": "; ".join(mismatch)})
             continue
+        b_share, c_share = len(b_ok) / len(b_runs), len(c_ok) / len(c_runs)
+        if c_share < b_share:
+            rows.append({**ident, "metric": "(runs)", "verdict": "regressed",
+                         "note": f"{len(c_ok)} of {len(c_runs)} candidate runs succeeded, baseline {len(b_ok)} of "
+                                 f"{len(b_runs)}: " + "; ".join(sorted({str(r.get('error'))[:80] for r in c_runs
+                                                                        if r['status'] != 'ok'}))})
         b = _by_metric(base_stats, key)
         c = _by_metric(cand_stats, key)
+        for metric in [m for m in b if m not in c and _metric_selected(m, metrics)]:
+            rows.append({**ident, "metric": metric, "verdict": "vanished",
+                         "note": f"{metric} was recorded by the baseline, not by the candidate"})
+        other_hardware = [f"{h}: {_hardware(b_ok, h)} vs {_hardware(c_ok, h)}" for h in HARDWARE
+                          if _hardware(b_ok, h) != _hardware(c_ok, h)]
         for metric in [m for m in b if m in c and _metric_selected(m, metrics)]:
             v, allowed = verdict(metric, b[metric]["mean"], b[metric]["std"], c[metric]["mean"], c[metric]["std"],
                                  thresholds)
+            note = None
+            if other_hardware and metric_info(metric).kind == "speed" and v != "n/a":
+                v, note = "ungated", "other hardware: " + "; ".join(other_hardware)
             base_mean, cand_mean = b[metric]["mean"], c[metric]["mean"]
             rows.append({**ident, "metric": metric, "unit": metric_info(metric).unit,
                          "baseline": base_mean, "baseline_std": b[metric]["std"], "baseline_n": b[metric]["n"],
                          "candidate": cand_mean, "candidate_std": c[metric]["std"], "candidate_n": c[metric]["n"],
                          "change": cand_mean - base_mean,
                          "change_pct": (cand_mean - base_mean) / abs(base_mean) * 100 if base_mean else math.nan,
-                         "allowed": allowed, "verdict": v})
+                         "allowed": allowed, "verdict": v, "note": note})
     columns = MATCH_KEYS + ["metric", "unit", "baseline", "baseline_std", "baseline_n", "candidate", "candidate_std",
                             "candidate_n", "change", "change_pct", "allowed", "verdict", "note"]
     return pd.DataFrame(rows, columns=columns)
@@ -164,6 +184,10 @@ def _keys(records: list[dict]) -> list[tuple]:
 
 def _runs_of(records: list[dict], key: tuple) -> list[dict]:
     return [r for r in records if tuple(r.get(k) for k in MATCH_KEYS) == key]
+
+
+def _hardware(records: list[dict], name: str) -> str:
+    return ",".join(sorted({str((r.get("env") or {}).get(name)) for r in records}))
 
 
 def _distinct(records: list[dict], column: str) -> str:
@@ -240,6 +264,15 @@ def _previous(inv: pd.DataFrame, before: Side | None):
     return older.iloc[-1]
 
 
+def comparable_invocations(db: Path, side: Side) -> int:
+    """How many invocations in the history ran any of this side's configurations (this side's own included)."""
+    if not Path(db).is_file():
+        return 0
+    configs = {tuple(str(r.get(k)) for k in MATCH_KEYS) for r in side.records}
+    inv = history.invocations(db)
+    return int(inv.configs.map(lambda cs: bool(cs & configs)).sum()) if len(inv) else 0
+
+
 # --- output --------------------------------------------------------------------------------------------
 
 def _fmt(value: float, std: float = math.nan, n: int | float = 1) -> str:
@@ -263,7 +296,8 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "change": (f"{r.change:+.4g}" + (f" ({r.change_pct:+.1f}%)" if not math.isnan(r.change_pct) else ""))
             if measured else "",
             "allowed": f"{r.allowed:.3g}" if measured and not math.isnan(r.allowed) else "",
-            "verdict": r.verdict if measured else f"{r.verdict}: {r.note}",
+            "verdict": (f"{r.verdict} ({r.note})" if isinstance(r.note, str) else r.verdict) if measured
+            else f"{r.verdict}: {r.note}",
         })
     return pd.DataFrame(rows)
 
@@ -271,8 +305,9 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
 def headline(table: pd.DataFrame) -> str:
     bad = regressions(table)
     counts = table.verdict.value_counts()
-    parts = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regressed", "failed", "improved", "unchanged", "missing",
-                                                            "new", "incomparable") if counts.get(v, 0))
+    parts = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regressed", "failed", "vanished", "improved", "unchanged",
+                                                            "ungated", "missing", "new", "incomparable")
+                      if counts.get(v, 0))
     if len(bad):
         where = ", ".join(f"{r.task}/{r.method} {r.metric}" for r in bad.itertuples())
         return f"REGRESSION: {where} ({parts})"
@@ -286,7 +321,7 @@ def format_text(table: pd.DataFrame, baseline: Side, candidate: Side) -> str:
 
 def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side) -> str:
     shown = _display(table)
-    icon = {"regressed": "❌ regressed", "failed": "❌ failed", "improved": "✅ improved"}
+    icon = {"regressed": "❌ regressed", "failed": "❌ failed", "vanished": "❌ vanished", "improved": "✅ improved"}
     lines = ["## bench compare", "", f"- baseline: `{baseline.label}`", f"- candidate: `{candidate.label}`", "",
              f"**{headline(table)}**", ""]
     if len(shown):

@@ -1,2 +1,13 @@
+"""Errors the CLI turns into one line (and an exit code) instead of a traceback."""
+
+
 class UnknownName(ValueError):
-    """A suite/task/method/budget name that is not registered; the message lists the valid ones."""
+    """A suite/task/method/budget name that is not registered; the message lists the valid ones. Exit 2."""
+
+
+class StorageFull(OSError):
+    """The disk holding the results filled up (ENOSPC) while a record was being stored. Exit 1."""
+
+
+class DataError(RuntimeError):
+    """A data or model file that is missing, unreadable or lacks what the task needs; names the file."""

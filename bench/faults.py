@@ -3,12 +3,15 @@
 BENCH_FAULT is a comma-separated list of `action:method[:arg]`:
   raise:lora      - the lora run raises an error after loading (-> a `failed` row)
   crash:lora      - the lora worker process dies hard (-> a `failed` row written by the parent)
+  kill:lora       - the lora worker is killed by SIGKILL (as the out-of-memory killer does)
+  hang:lora       - the lora worker hangs before training (-> `--timeout` gives a `failed: timeout` row)
   sleep:lora:0.05 - every lora training step sleeps 0.05 s (a planted speed regression)
   lr0:lora        - lora trains with learning rate 0 (a planted accuracy regression)
 """
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 
@@ -28,6 +31,11 @@ def before_training(method: str) -> None:
         raise RuntimeError(f"injected failure for {method} (BENCH_FAULT)")
     if "crash" in f:
         os._exit(77)
+    if "kill" in f:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if "hang" in f:
+        while True:
+            time.sleep(3600)
 
 
 def after_step(method: str) -> None:

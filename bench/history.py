@@ -7,7 +7,7 @@ write one file at once (each write is one short transaction; a writer waits up t
 another's lock) while a writer killed mid-transaction leaves the database as it was before it began.
 
 Schema (loadable into pandas in one call: `pd.read_sql("SELECT * FROM runs_long", sqlite3.connect(db))`):
-  runs(run_id PK, invocation, suite, task, method, seed, budget, model, device, status, error, lr,
+  runs(run_id PK, invocation, config_id, suite, task, method, seed, budget, model, device, status, error, lr,
        host, cpu_model, gpu_name, git_commit, packages JSON, env JSON, info JSON, started_at, finished_at,
        source, recorded_at)
   metrics(run_id, name, value, unit)          one row per run x metric
@@ -32,14 +32,14 @@ from bench.metrics import metric_info
 DB_NAME = "history.db"
 BUSY_TIMEOUT_S = 60.0
 CONFIG_KEYS = ["suite", "task", "method", "budget", "model", "device"]  # one series of comparable runs
-RUN_COLUMNS = ["run_id", "invocation", "suite", "task", "method", "seed", "budget", "model", "device", "status",
+RUN_COLUMNS = ["run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget", "model", "device", "status",
                "error", "lr", "host", "cpu_model", "gpu_name", "git_commit", "packages", "env", "info",
                "started_at", "finished_at", "source", "recorded_at"]
 JSON_COLUMNS = {"packages", "env", "info"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, invocation TEXT, suite TEXT, task TEXT, method TEXT, seed INTEGER, budget TEXT,
+    run_id TEXT PRIMARY KEY, invocation TEXT, config_id TEXT, suite TEXT, task TEXT, method TEXT, seed INTEGER, budget TEXT,
     model TEXT, device TEXT, status TEXT, error TEXT, lr REAL, host TEXT, cpu_model TEXT, gpu_name TEXT,
     git_commit TEXT, packages TEXT, env TEXT, info TEXT, started_at TEXT, finished_at TEXT, source TEXT,
     recorded_at TEXT);
@@ -92,6 +92,9 @@ def _prepare(con: sqlite3.Connection) -> None:
                 con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA foreign_keys = ON")
             con.executescript(SCHEMA)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+            if "config_id" not in columns:  # a database written before runs had configuration ids
+                con.execute("ALTER TABLE runs ADD COLUMN config_id TEXT")
             return
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) or time.monotonic() > deadline:
@@ -101,7 +104,7 @@ def _prepare(con: sqlite3.Connection) -> None:
 
 def _row(record: dict, source: str | None) -> dict:
     env = record.get("env") or {}
-    row = {k: record.get(k) for k in ("run_id", "invocation", "suite", "task", "method", "seed", "budget", "model",
+    row = {k: record.get(k) for k in ("run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget", "model",
                                       "device", "status", "error", "started_at", "finished_at")}
     row.update(lr=(record.get("metrics") or {}).get("lr"), host=env.get("hostname"), cpu_model=env.get("cpu_model"),
                gpu_name=env.get("gpu_name"), git_commit=env.get("git_commit"),
@@ -217,7 +220,9 @@ def invocations(path: str | os.PathLike, **filters) -> pd.DataFrame:
 
 def stats(records: list[dict], keys: list[str] | None = None) -> pd.DataFrame:
     """Mean, sample std (NaN for one run) and n per configuration x metric, over the `ok` runs."""
+    from bench.store import latest_runs
     keys = keys or CONFIG_KEYS
+    records = latest_runs(records, per=("invocation",) if "invocation" in keys else ())  # a re-run is no new seed
     rows = [{**{k: r.get(k) for k in keys}, "metric": name, "value": _number(value)}
             for r in records if r.get("status") == "ok" for name, value in (r.get("metrics") or {}).items()]
     if not rows:

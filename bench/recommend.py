@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.errors import UnknownName
 from bench.metrics import metric_info
+from bench.store import latest_runs
 from bench.units import format_mb
 from reports.pareto import pareto_mask
 from reports.tables import near_chance
@@ -98,6 +99,7 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
               budget=None, model=None, device=None) -> Result:
     if priority not in PRIORITIES:
         raise UnknownName(f"unknown priority {priority!r} (valid: {', '.join(PRIORITIES)})")
+    records = latest_runs(records, per=("invocation",))  # a re-run replaces its earlier record, never adds a seed
     ok = [r for r in records if r.get("suite") == suite and r.get("task") == task and r.get("status") == "ok"]
     if not ok:
         raise UnknownName(f"no successful runs of {suite}/{task} to recommend from")

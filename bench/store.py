@@ -3,13 +3,21 @@
 Append-only JSON lines keep every finished run even if a later one crashes the process, and an
 exclusive file lock lets several `bench run` processes share one folder. Tables, reports and the
 history database are all derived from these records.
+
+The file is a log: a run that was re-run appears twice. Aggregations read `latest_runs(records)`, which
+keeps the newest record per (configuration id, seed), so a re-run never counts as an extra seed.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import sys
 from pathlib import Path
+
+from bench.errors import StorageFull
+from bench.identity import run_key
 
 RESULTS_FILE = "results.jsonl"
 
@@ -18,30 +26,80 @@ class ResultStore:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.path = self.folder / RESULTS_FILE
+        self.corrupt_lines: list[int] = []  # line numbers skipped by the last records() call
 
     def append(self, record: dict) -> None:
+        """Append one record under an exclusive lock. A torn last line (a writer killed mid-line) is closed
+        with a newline first, so it stays one corrupt line instead of swallowing this record too."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, default=str, allow_nan=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        line = (json.dumps(record, default=str, allow_nan=True) + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                self._write(fd, line)
+                os.fsync(fd)
             finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+                os.close(fd)  # closing releases the lock
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left on the device holding {self.folder} while storing the "
+                                  f"{record.get('task')}/{record.get('method')} seed {record.get('seed')} run; "
+                                  f"every run stored before it is kept in {self.path}") from exc
+            raise
 
-    def records(self) -> list[dict]:
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
+        while data:
+            written = os.write(fd, data)
+            data = data[written:]
+
+    def records(self, warn: bool = True) -> list[dict]:
+        """Every record in file order. Lines that are not valid JSON are skipped and their numbers kept in
+        `corrupt_lines` (and named on stderr): never hidden, never fatal."""
+        self.corrupt_lines = []
         if not self.path.is_file():
             return []
         out = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a writer killed mid-line leaves a torn last line; the rest is intact
+                    record = None
+                if isinstance(record, dict):
+                    out.append(record)
+                else:
+                    self.corrupt_lines.append(number)
+        if warn and self.corrupt_lines:
+            print(f"bench: warning: {self.path}: skipped {len(self.corrupt_lines)} corrupt line(s) (not a JSON "
+                  f"record; a writer killed mid-line leaves one): line {', '.join(map(str, self.corrupt_lines))}",
+                  file=sys.stderr)
         return out
+
+
+def latest_folder(root: str | os.PathLike, suite: str) -> Path | None:
+    """The most recently written results folder under `root` holding runs of `suite` (for `--resume`)."""
+    folders = sorted((p.parent for p in Path(root).glob(f"*/{RESULTS_FILE}")), key=lambda p: p.stat().st_mtime)
+    for folder in reversed(folders):
+        if any(r.get("suite") == suite for r in ResultStore(folder).records(warn=False)):
+            return folder
+    return None
+
+
+def latest_runs(records: list[dict], per: tuple[str, ...] = ()) -> list[dict]:
+    """The newest record of each run (configuration id, seed), records taken in the order they were stored: a
+    re-run or a resumed run replaces the earlier record of the same run. `per=("invocation",)` keeps one run
+    per invocation instead (the history: each night measures every run anew)."""
+    newest: dict[tuple, dict] = {}
+    for r in records:
+        key = run_key(r) + tuple(r.get(k) for k in per)
+        newest.pop(key, None)  # re-insert so the order follows the newest record
+        newest[key] = r
+    return list(newest.values())

@@ -5,10 +5,9 @@ Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Always 
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
+import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -21,18 +20,14 @@ from tqdm import tqdm
 
 from bench import faults
 from bench.env import environment
+from bench.identity import IDENTITY
 from bench.measure import PeakMemory, current_rss_mb, percentile, time_call_ms
+from bench.runner import now, partial_path
 from bench.train import train
 from methods import RunContext, SkipRun, get_method
 from methods.base import count_params, head_names
 from suites import get_task
 from suites.base import to_device
-
-IDENTITY = ("run_id", "invocation", "suite", "task", "method", "seed", "budget")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def pick_device(name: str) -> torch.device:
@@ -50,8 +45,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def execute(spec: dict, record: dict) -> None:
-    """Fill `record` in place, so whatever was measured before a failure is kept."""
+def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
+    """Fill `record` in place, so whatever was measured before a failure is kept. `checkpoint(record)` saves
+    it once the model and device are resolved, for the parent to use if this process dies."""
     wall0 = time.perf_counter()
     device = pick_device(spec["device"])
     record["device"] = str(device)
@@ -64,6 +60,7 @@ def execute(spec: dict, record: dict) -> None:
     lr = faults.learning_rate(method.name, lr)
     ref = spec.get("model") or task.default_model
     record["model"] = ref
+    checkpoint(record)
     path = task.resolve_model(ref, Path(spec["model_dir"]) if spec.get("model_dir") else None)
 
     train_ds, eval_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget)
@@ -135,13 +132,13 @@ def latency(model, task, examples, processor, budget, device) -> dict:
     return {"latency_p50_ms": percentile(times, 50), "latency_p95_ms": percentile(times, 95)}
 
 
-def run(spec: dict) -> dict:
+def run(spec: dict, checkpoint=lambda record: None) -> dict:
     record = {k: spec.get(k) for k in IDENTITY}
     record.update(status="ok", error=None, model=spec.get("model"), device=spec.get("device"),
                   started_at=now(), metrics={}, info={}, loss_curve=[], env={})
     t0 = time.perf_counter()
     try:
-        execute(spec, record)
+        execute(spec, record, checkpoint)
     except SkipRun as exc:
         record.update(status="skipped", error=str(exc))
     except Exception as exc:  # record any failure as a row; the traceback goes to the run's log
@@ -152,12 +149,16 @@ def run(spec: dict) -> dict:
     return record
 
 
+def _write_json(record: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, default=str))
+    os.replace(tmp, path)  # the parent never reads a half-written file
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
-    record = run(spec)
-    tmp = Path(argv[1]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, default=str))
-    shutil.move(tmp, argv[1])  # the parent never reads a half-written result
+    record = run(spec, checkpoint=lambda r: _write_json(r, partial_path(argv[1])))
+    _write_json(record, Path(argv[1]))
     return 0
 
 

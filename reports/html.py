@@ -13,7 +13,8 @@ from pathlib import Path
 import jinja2
 
 from bench.errors import UnknownName
-from bench.store import RESULTS_FILE, ResultStore
+from bench.files import write_text
+from bench.store import RESULTS_FILE, ResultStore, latest_runs
 from reports.markdown import markdown_report
 from reports.plots import history_plot, method_colors, section_plots
 from reports.sections import build_sections, fmt_number
@@ -36,7 +37,7 @@ def load_records(paths: list[str | os.PathLike]) -> tuple[list[dict], list[Path]
             if key not in seen:
                 seen.add(key)
                 records.append(r)
-    return records, folders
+    return latest_runs(records, per=("invocation",)), folders
 
 
 def _environment() -> jinja2.Environment:
@@ -83,10 +84,9 @@ def write_report(records: list[dict], html_path: Path, sources: list[Path],
                  title: str = DEFAULT_TITLE, history_db: Path | None = None) -> dict[str, Path]:
     """Write `<name>.html` and `<name>.md` side by side; returns their paths."""
     html_path = Path(html_path)
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(render_html(records, sources, title, history_db), encoding="utf-8")
+    write_text(html_path, render_html(records, sources, title, history_db))
     md_path = html_path.with_suffix(".md")
-    md_path.write_text(markdown_report(build_sections(records), title), encoding="utf-8")
+    write_text(md_path, markdown_report(build_sections(records), title))
     return {"html": html_path, "markdown": md_path}
 
 

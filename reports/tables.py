@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.files import replaced_atomically
 from bench.metrics import metric_info
 
-ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "run_id", "invocation",
+ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "config_id", "run_id", "invocation",
               "started_at", "finished_at", "error"]
 SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "trainable %": "trainable_pct",
@@ -43,12 +44,14 @@ def wide_table(records: list[dict]) -> pd.DataFrame:
 
 
 def write_tables(records: list[dict], folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The long and wide tables as CSV and Parquet, each replaced atomically (readers never see half a file).
+    Pass `store.latest_runs(...)` records: one row per run, never a re-run counted twice."""
     paths = {}
     for name, frame in (("results_long", long_table(records)), ("results_wide", wide_table(records))):
         for ext in ("csv", "parquet"):
             path = folder / f"{name}.{ext}"
-            frame.to_csv(path, index=False) if ext == "csv" else frame.to_parquet(path, index=False)
+            with replaced_atomically(path) as tmp:
+                frame.to_csv(tmp, index=False) if ext == "csv" else frame.to_parquet(tmp, index=False)
             paths[f"{name}.{ext}"] = path
     return paths
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import torch
 
 from bench import resolve
-from bench.errors import UnknownName
+from bench.errors import DataError, UnknownName
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,16 @@ class Task:
         return resolve.model_path(ref, model_dir, self.model_local_names)
 
     def raw_splits(self, data_dir: Path | None):
-        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split],
-                                   self.hub_id, self.hub_config, **self.hub_kwargs)
+        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split], self.hub_id,
+                                   self.hub_config, columns=tuple(self.required_columns()), **self.hub_kwargs)
+
+    def _source(self, data_dir: Path | None, split: str) -> str:
+        return str(data_dir / self.data_subdir / f"{split}.parquet") if data_dir else \
+            f"Hub dataset {self.hub_id} split {split}"
+
+    def required_columns(self) -> list[str]:
+        """The columns this task reads from every split."""
+        return [self.label_column]
 
     def label_names_of(self, split) -> list[str]:
         """Class names, read from the data's own features (never a copy in code)."""
@@ -85,7 +93,12 @@ class Task:
     def load_data(self, data_dir: Path | None, budget: Budget) -> tuple[Any, Any]:
         """(train, eval) datasets, already cut to the budget."""
         ds = self.raw_splits(data_dir)
-        self.label_names = self.label_names_of(ds[self.train_split])
+        try:
+            self.label_names = self.label_names_of(ds[self.train_split])
+        except (AttributeError, KeyError, TypeError) as e:
+            raise DataError(f"{self._source(data_dir, self.train_split)}: its label column carries no class names "
+                            f"(expected a datasets ClassLabel feature, found "
+                            f"{ds[self.train_split].features.get(self.required_columns()[-1])})") from e
         train = subset(ds[self.train_split], budget.train_examples)
         evaluation = ds[self.eval_split]
         if budget.eval_examples is not None:

@@ -90,6 +90,9 @@ def is_batchnorm(module: torch.nn.Module) -> bool:
 class ImageClassificationTask(Task):
     image_column: str = "image"
 
+    def required_columns(self) -> list[str]:
+        return [self.image_column, self.label_column]
+
     def load_model(self, path: str, **load_kwargs):
         # A new head for our classes: the checkpoint's 1001-way ImageNet head does not fit.
         model = AutoModelForImageClassification.from_pretrained(

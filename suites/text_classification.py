@@ -13,6 +13,9 @@ from suites.base import Batch, Budget, Task, to_device
 class TextClassificationTask(Task):
     text_column: str = "sentence"
 
+    def required_columns(self) -> list[str]:
+        return [self.text_column, self.label_column]
+
     def load_model(self, path: str, **load_kwargs):
         model = AutoModelForSequenceClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
         return model, AutoTokenizer.from_pretrained(path)

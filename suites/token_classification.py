@@ -73,6 +73,9 @@ class TokenClassificationTask(Task):
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
 
+    def required_columns(self) -> list[str]:
+        return [self.tokens_column, self.tags_column]
+
     def label_names_of(self, split) -> list[str]:
         # The tag names (and so the IOB2 scheme) come from the data's own features, never a copy here.
         return list(split.features[self.tags_column].feature.names)

@@ -12,6 +12,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_from_the_user(tmp_path_factory):
+    """Tests never write into the user's history database or caches and never inherit injected faults; workers
+    are forked from a pre-imported server (BENCH_WORKER_START=forkserver: well under a second per run instead of
+    ~6 s of imports), except where a test asks for the default cold start."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("BENCH_HISTORY_DB", "BENCH_FAULT"):
+            mp.delenv(name, raising=False)
+        mp.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.mktemp("bench-cache")))
+        mp.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets-cache")))
+        mp.setenv("BENCH_WORKER_START", "forkserver")
+        yield
+
+
 def run_bench(*args, env=None, check=False) -> subprocess.CompletedProcess:
     """Run the real CLI (`python -m bench ...`) in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}

@@ -1,5 +1,7 @@
+import errno
 import json
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -8,7 +10,10 @@ import pytest
 import torch
 
 from bench.measure import PeakMemory, StepTimer, current_rss_mb, percentile
-from bench.store import ResultStore
+from bench.errors import StorageFull
+from bench.files import replaced_atomically, write_text
+from bench.identity import config_id
+from bench.store import ResultStore, latest_runs
 from bench.train import fetch_timed
 from reports.tables import long_table, summary, wide_table, write_tables
 
@@ -19,13 +24,61 @@ def _record(method, status="ok", **metrics):
             "metrics": metrics, "info": {}, "loss_curve": [], "env": {}}
 
 
-def test_store_appends_and_survives_a_torn_last_line(tmp_path):
+def test_store_appends_and_survives_a_torn_last_line(tmp_path, capsys):
     store = ResultStore(tmp_path)
     store.append(_record("lora", accuracy=0.9))
     store.append(_record("full", accuracy=0.8))
     with open(store.path, "a") as f:
         f.write('{"run_id": "torn", "metr')  # a writer killed mid-line
     assert [r["method"] for r in store.records()] == ["lora", "full"]
+    # The next two appends start on lines of their own: the torn line swallows neither.
+    store.append(_record("head", accuracy=0.7))
+    store.append(_record("bitfit", accuracy=0.6))
+    assert [r["method"] for r in store.records()] == ["lora", "full", "head", "bitfit"]
+    assert store.corrupt_lines == [3]
+    assert "line 3" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_folder(tmp_path, monkeypatch):
+    store = ResultStore(tmp_path)
+    store.append(_record("lora", accuracy=0.9))
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ResultStore, "_write", staticmethod(full))
+    with pytest.raises(StorageFull, match=str(tmp_path)) as err:
+        store.append(_record("full", accuracy=0.8))
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert [r["method"] for r in store.records()] == ["lora"]
+
+
+def test_latest_runs_keep_the_newest_record_per_configuration_and_seed():
+    runs = [dict(_record("lora", "failed"), config_id="c1", seed=0), dict(_record("lora"), config_id="c1", seed=1),
+            dict(_record("lora", accuracy=0.9), config_id="c1", seed=0), dict(_record("lora"), config_id="c2", seed=0)]
+    kept = latest_runs(runs)
+    assert [(r["config_id"], r["seed"], r["status"]) for r in kept] == [("c1", 1, "ok"), ("c1", 0, "ok"), ("c2", 0, "ok")]
+    # In the history each invocation measures its runs anew: per invocation, nothing collapses across nights.
+    nights = [dict(r, invocation=i) for i in ("n1", "n2") for r in runs[2:3]]
+    assert len(latest_runs(nights, per=("invocation",))) == 2 and len(latest_runs(nights)) == 1
+
+
+def test_config_ids_differ_exactly_when_a_setting_does():
+    spec = dict(suite="nlp", task="sst2", method="lora", budget="quick", model=None, lr=None, device="auto")
+    assert config_id(spec) == config_id(dict(spec, seed=3, run_id="x", data_dir="/elsewhere"))
+    for change in [dict(lr=1e-3), dict(budget="full"), dict(model="bert-base-cased"), dict(method="dora")]:
+        assert config_id(dict(spec, **change)) != config_id(spec)
+
+
+def test_atomic_replace_leaves_the_old_file_when_a_write_fails(tmp_path):
+    target = tmp_path / "table.csv"
+    write_text(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with replaced_atomically(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
 def _append_many(folder, n, tag):
