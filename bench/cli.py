@@ -60,7 +60,6 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from bench.runner import new_invocation_id, plan, run_grid, warm_up
-    warm_up()  # the worker server imports torch & co. while this process loads the registries
     from bench.store import ResultStore, latest_folder, latest_runs
     from methods import METHODS
     from reports.tables import format_summary, summary, write_tables
@@ -77,6 +76,7 @@ def cmd_run(args) -> int:
     for name in lrs:
         if name != "*":
             _pick([name], list(METHODS), "method in --lr")
+    warm_up()  # a fork server (if used) imports the worker's libraries while this process plans the grid
     out = args.out
     if out is None and args.resume:
         out = latest_folder(DEFAULT_OUT, args.suite)

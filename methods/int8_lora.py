@@ -9,7 +9,6 @@ Two backends, the one used is recorded (info `int8_backend`):
 `base_int8_mb` / `base_float_mb` / `base_int8_share` show how much of the frozen base really is int8. A
 model with nothing to quantise is skipped, never silently run in float32.
 """
-from peft import get_peft_model, prepare_model_for_kbit_training
 
 from methods import int8_weights
 from methods.base import Method, SkipRun
@@ -40,9 +39,11 @@ class Int8LoRA(Method):
         int8, _ = base_bytes(model)
         if int8:
             # No gradient checkpointing: it would change the memory and speed we are here to measure.
+            from peft import prepare_model_for_kbit_training
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         elif not int8_weights.quantize_frozen_weights(model, keep_float=ctx.head_names):
             raise SkipRun(f"no conv or linear layer outside the head to hold in int8 in {type(model).__name__}")
+        from peft import get_peft_model
         return get_peft_model(model, lora_config(model, ctx))
 
     def finish(self, model, ctx):

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from suites.base import Batch, Budget, Task
 from suites.text_classification import TextClassificationTask
@@ -40,6 +39,7 @@ class ImagePreprocessing:
 
     @classmethod
     def from_pretrained(cls, path: str) -> "ImagePreprocessing":
+        from transformers import AutoImageProcessor
         proc = AutoImageProcessor.from_pretrained(path)
         size, crop = getattr(proc, "size", None), getattr(proc, "crop_size", None)
         fraction = 1.0
@@ -95,6 +95,7 @@ class ImageClassificationTask(Task):
 
     def load_model(self, path: str, **load_kwargs):
         # A new head for our classes: the checkpoint's 1001-way ImageNet head does not fit.
+        from transformers import AutoModelForImageClassification
         model = AutoModelForImageClassification.from_pretrained(
             path, **self.head_config(), ignore_mismatched_sizes=True, **load_kwargs)
         return model, ImagePreprocessing.from_pretrained(path)

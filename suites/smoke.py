@@ -12,8 +12,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-
 from suites.base import Budget
 from suites.text_classification import TextClassificationTask
 
@@ -32,7 +30,8 @@ def vocabulary() -> list[str]:
     return SPECIALS + sorted(words)
 
 
-def sentiment_data(n: int, seed: int) -> datasets.Dataset:
+def sentiment_data(n: int, seed: int):
+    import datasets
     rng = random.Random(seed)
     sentences, labels = [], []
     for _ in range(n):
@@ -82,6 +81,7 @@ class SmokeSentimentTask(TextClassificationTask):
         return str(tiny_bert_dir()) if ref == TINY_BERT else super().resolve_model(ref, model_dir)
 
     def raw_splits(self, data_dir):
+        import datasets
         return datasets.DatasetDict({"train": sentiment_data(256, seed=1), "test": sentiment_data(64, seed=2)})
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import datasets
-
 from suites.base import Budget
 from suites.smoke import SPECIALS, build_tiny_bert
 from suites.token_classification import TokenClassificationTask
@@ -58,7 +56,8 @@ def long_sentence(rng: random.Random) -> list[tuple[str, str]]:
     return out[:-1] + [(".", "O")]
 
 
-def ner_data(n: int, seed: int, with_long: bool) -> datasets.Dataset:
+def ner_data(n: int, seed: int, with_long: bool):
+    import datasets
     rng = random.Random(seed)
     rows = [long_sentence(rng) if with_long and i % LONG_EVERY == 0 else sentence(rng.choice(TEMPLATES), rng)
             for i in range(n)]
@@ -84,6 +83,7 @@ class SmokeNerTask(TokenClassificationTask):
             else super().resolve_model(ref, model_dir)
 
     def raw_splits(self, data_dir):
+        import datasets
         return datasets.DatasetDict({"train": ner_data(256, seed=1, with_long=False),
                                      "test": ner_data(64, seed=2, with_long=True)})
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from suites.base import Batch, Budget, Task, to_device
 
@@ -17,6 +16,7 @@ class TextClassificationTask(Task):
         return [self.text_column, self.label_column]
 
     def load_model(self, path: str, **load_kwargs):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
         model = AutoModelForSequenceClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
         return model, AutoTokenizer.from_pretrained(path)
 

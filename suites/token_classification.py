@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from seqeval.metrics import classification_report
-from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
 
 from suites.base import Batch, Budget, Task, to_device
 
@@ -28,6 +26,7 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, flo
     An entity counts only if its type and both boundaries match; an `I-X` that does not continue an
     `X` entity starts a new one, as in the CoNLL-2003 evaluation script.
     """
+    from seqeval.metrics import classification_report
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
     micro = report["micro avg"]
     scores = {"entity_f1": micro["f1-score"], "entity_precision": micro["precision"],
@@ -81,6 +80,7 @@ class TokenClassificationTask(Task):
         return list(split.features[self.tags_column].feature.names)
 
     def load_model(self, path: str, **load_kwargs):
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
         model = AutoModelForTokenClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         # Tokenizers without a limit report a huge model_max_length; the position table is the real one.
@@ -93,6 +93,7 @@ class TokenClassificationTask(Task):
         return encode_words(tokenizer, list(ds[self.tokens_column]), list(ds[self.tags_column]), max_length)
 
     def collate(self, examples: list[dict], tokenizer) -> Batch:
+        from transformers import DataCollatorForTokenClassification
         pad = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE, return_tensors="pt")
         return dict(pad([{k: e[k] for k in MODEL_INPUTS} for e in examples]))
 

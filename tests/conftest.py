@@ -37,6 +37,14 @@ def run_bench(*args, env=None, check=False) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
+def smoke_grid(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One `bench run --suite smoke --tasks sentiment` (every method, with its report), shared by every test
+    that only reads a complete grid. Tests must not write into it."""
+    out = tmp_path_factory.mktemp("smoke-grid") / "sentiment"
+    return out, run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--out", str(out), check=True)
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     value = os.environ.get("BENCH_DATA_DIR")
     if not value or not Path(value).is_dir():

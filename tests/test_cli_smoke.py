@@ -9,11 +9,9 @@ from conftest import run_bench
 METHODS = ["full", "head", "bitfit", "lora", "adalora", "int8-lora"]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    proc = run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--out", str(out), check=True)
-    return out, proc
+@pytest.fixture()
+def smoke_run(smoke_grid):
+    return smoke_grid
 
 
 def test_every_method_completes_with_measurements(smoke_run):
@@ -59,15 +57,23 @@ def test_long_table_has_units_and_records_hold_env(smoke_run):
 
 
 def test_a_failing_method_is_a_failed_row_and_the_others_complete(tmp_path):
+    # Workers start cold here (the default), as for users; the other tests fork them from a warm server.
     proc = run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,lora,bitfit",
-                     "--out", str(tmp_path), env={"BENCH_FAULT": "raise:lora,crash:bitfit"})
+                     "--out", str(tmp_path), env={"BENCH_FAULT": "raise:lora,kill:bitfit", "BENCH_WORKER_START": "spawn"})
     assert proc.returncode == 0, proc.stderr
     wide = pd.read_csv(tmp_path / "results_wide.csv").set_index("method")
     assert wide.loc["head", "status"] == "ok"
     assert wide.loc["lora", "status"] == "failed" and "injected failure" in wide.loc["lora", "error"]
-    assert wide.loc["bitfit", "status"] == "failed" and "exited with code 77" in wide.loc["bitfit", "error"]
-    assert run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head",
-                     "--out", str(tmp_path), "--strict", env={"BENCH_FAULT": "raise:head"}).returncode == 1
+    assert wide.loc["bitfit", "status"] == "failed" and "killed by SIGKILL" in wide.loc["bitfit", "error"]
+    # The dead worker's row carries the resolved model and device, so it lands in the same report section.
+    assert wide.loc["bitfit", ["model", "device"]].tolist() == wide.loc["head", ["model", "device"]].tolist()
+    from reports.html import load_records
+    from reports.sections import build_sections
+    (section,) = build_sections(load_records([tmp_path])[0])
+    assert sorted(row.method for row in section.rows) == ["bitfit", "head", "lora"]
+    # --strict: one failed run fails the grid (head ok, lora failed again: re-run, or the folder would be resumed).
+    assert run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,lora", "--rerun",
+                     "--out", str(tmp_path), "--strict", "--no-report", env={"BENCH_FAULT": "raise:lora"}).returncode == 1
 
 
 @pytest.mark.parametrize("args, bad", [

@@ -54,13 +54,15 @@ def test_count_params_counts_trainable_and_head():
 
 def test_a_hub_dataset_that_cannot_load_says_how_to_use_a_local_copy(monkeypatch):
     """Offline (or a script dataset datasets>=4 refuses): one clear error naming the data dir to pass."""
+    import datasets
+
     from bench import resolve
 
     def refuse(*args, **kwargs):
         assert kwargs == {"revision": "refs/convert/parquet", "data_dir": "conll2003"}  # the task's Hub recipe
         raise ConnectionError("Couldn't reach 'eriktks/conll2003' on the Hub (LocalEntryNotFoundError)\nmore")
 
-    monkeypatch.setattr(resolve.datasets, "load_dataset", refuse)
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
     with pytest.raises(resolve.ResolveError) as err:
         get_task("nlp", "conll2003").raw_splits(None)
     message = str(err.value)

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_bench
-
 METHODS = ["full", "head", "bitfit", "lora", "adalora", "int8-lora"]
 CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -171,10 +169,9 @@ def browser(chromium, tmp_path):
     b.close()
 
 
-@pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("smoke-report")
-    run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--out", str(out), check=True)
+@pytest.fixture()
+def smoke_report(smoke_grid) -> Path:
+    out, _ = smoke_grid
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     return out / "report.html"
 
