@@ -55,6 +55,35 @@ def test_seed_noise_widens_the_task_threshold():
     assert row.baseline_n == 3
 
 
+def test_fewer_successful_seeds_is_a_regression_and_a_vanished_metric_is_gated():
+    base = [record(seed=s, accuracy=0.9, peak_rss_mb=500.0) for s in range(3)]
+    cand = [record(seed=0, accuracy=0.9), record(seed=1, status="failed"), record(seed=2, status="failed")]
+    table = compare.compare(base, cand)
+    runs = table[table.metric == "(runs)"].iloc[0]
+    assert runs.verdict == "regressed" and "1 of 3 candidate runs succeeded, baseline 3 of 3" in runs.note
+    assert table.set_index("metric").loc["peak_rss_mb", "verdict"] == "vanished"
+    assert set(compare.regressions(table).metric) == {"(runs)", "peak_rss_mb"}
+
+
+def test_a_rerun_counts_once_not_as_another_seed():
+    first = dict(record(seed=0, status="failed"), config_id="c")
+    again = dict(record(seed=0, accuracy=0.9), config_id="c")
+    table = compare.compare([record(seed=0, accuracy=0.9)], [first, again], metrics=["accuracy"])
+    assert list(table.verdict) == ["unchanged"] and table.candidate_n.iloc[0] == 1
+
+
+def test_speed_is_gated_only_on_the_same_hardware():
+    def on(host, seconds):
+        r = record(train_examples_per_s=100 / seconds)
+        r["env"] = dict(r["env"], hostname=host, cpu_model="Xeon")
+        return r
+    same = compare.compare([on("a", 1)], [on("a", 2)], metrics=["speed"]).iloc[0]
+    other = compare.compare([on("a", 1)], [on("b", 2)], metrics=["speed"]).iloc[0]
+    assert same.verdict == "regressed"
+    assert other.verdict == "ungated" and "hostname: a vs b" in other.note
+    assert compare.regressions(compare.compare([on("a", 1)], [on("b", 2)])).empty
+
+
 # --- the real CLI on the smoke suite ------------------------------------------------------------------
 # `full` is the smoke method whose accuracy depends on its learning rate (1.0 vs chance), so BENCH_FAULT
 # lr0:full is a planted accuracy regression. Timings on these shared machines move by more than any
@@ -109,3 +138,18 @@ def test_usage_errors_exit_2(three_nights, args, message):
     _, db = three_nights
     proc = run_bench("compare", "--db", str(db), *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_nothing_comparable_is_exit_2_only_in_a_young_history(three_nights, tmp_path):
+    root, db = three_nights
+    # Three nights of `full` in the history: comparing them with nothing in common is a broken gate (exit 1).
+    proc = run_bench("compare", "--db", str(db), "--baseline", "previous", "--methods", "head")
+    assert proc.returncode == 1 and "the history holds 3 invocations" in proc.stderr, proc.stderr
+    # A history with one night: nothing to compare yet (exit 2), as on a first nightly run.
+    young = tmp_path / "young.db"
+    from bench import history
+    from bench.store import ResultStore
+    history.record_runs(young, ResultStore(root / "n1").records())
+    proc = run_bench("compare", "--db", str(young), "--baseline", str(root / "n2"), "--candidate", "latest",
+                     "--methods", "head")
+    assert proc.returncode == 2, proc.stderr
