@@ -52,22 +52,32 @@ def cmd_list(args) -> int:
     for suite, tasks in SUITES.items():
         for t in tasks:
             print(f"  {suite:8s} {t.name:12s} metric={t.metric:10s} model={t.default_model}  budgets={','.join(t.budgets)}")
-    print("methods:")
+    from methods.spec import FAMILIES
+    print(f"methods ({len(METHODS)}, one file each in methods/zoo/; a path to your own file works too):")
+    print(f"  {'name':14s} {'kind':22s} {'lr':8s} {'applies to':20s} key settings")
     for m in METHODS.values():
-        print(f"  {m.name:10s} lr={m.default_lr:<8g} {m.description}")
+        kind = f"peft {m.peft_type}" if m.kind == "peft" else m.kind
+        if m.quantize_base:
+            kind += f", {m.quantize_base} base"
+        where = ", ".join(f for f in FAMILIES if f not in m.not_on) + (" (cuda)" if m.devices == ["cuda"] else "")
+        print(f"  {m.name:14s} {kind:22s} {m.lr:<8g} {where:20s} {m.key_hyperparameters()}")
+        print(f"  {'':14s} {m.description}")
+        for fam, why in m.not_on.items():
+            print(f"  {'':14s} not on {fam}: {why}")
     return 0
 
 
 def cmd_run(args) -> int:
     from bench.runner import new_invocation_id, plan, run_grid, warm_up
     from bench.store import ResultStore, latest_folder, latest_runs
-    from methods import METHODS
+    import methods
     from reports.tables import format_summary, summary, write_tables
     from suites import BUDGETS, get_suite
 
     tasks = get_suite(args.suite)
     task_names = _pick(args.tasks, [t.name for t in tasks], f"task in suite {args.suite}")
-    method_names = _pick(args.methods, list(METHODS), "method")
+    method_specs = methods.resolve(args.methods or list(methods.METHODS), args.set)
+    method_names = [m.label for m in method_specs]
     if args.budget not in BUDGETS:
         raise UnknownName(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
     if args.timeout is not None and args.timeout <= 0:
@@ -75,7 +85,7 @@ def cmd_run(args) -> int:
     lrs = _lrs(args.lr)
     for name in lrs:
         if name != "*":
-            _pick([name], list(METHODS), "method in --lr")
+            _pick([name], list(dict.fromkeys([m.name for m in method_specs] + method_names)), "method in --lr")
     warm_up()  # a fork server (if used) imports the worker's libraries while this process plans the grid
     out = args.out
     if out is None and args.resume:
@@ -88,10 +98,9 @@ def cmd_run(args) -> int:
     invocation = earlier[-1]["invocation"] if earlier and earlier[-1].get("invocation") else new_invocation_id()
     out = Path(out or DEFAULT_OUT / f"{invocation}-{args.suite}")
     data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
-    specs = plan(args.suite, task_names, method_names, args.seeds, invocation=invocation, budget=args.budget,
-                 model=args.model, device=args.device, data_dir=str(data_dir) if data_dir else None,
-                 model_dir=str(model_dir) if model_dir else None, lrs=lrs,
-                 default_models={t.name: t.default_model for t in tasks})
+    runs = [configure(task, m, lrs, args, data_dir, model_dir) for task in tasks if task.name in task_names
+            for m in method_specs]
+    specs = plan(runs, args.seeds, invocation)
     mode = "rerun" if args.rerun else "rerun-failed" if args.rerun_failed else "resume"
     todo, skipped = select_runs(specs, earlier, mode)
     metric_of = {t.name: t.metric for t in tasks}
@@ -140,6 +149,26 @@ def cmd_run(args) -> int:
               f"{len(outcome.records) - len(failed)} skipped); see {out}/logs", file=sys.stderr)
         return 1
     return 1 if report_failed or (failed and args.strict) else 0
+
+
+def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: Path | None) -> dict:
+    """One (task, method) configuration: its settings, where its learning rate came from, its config id."""
+    import dataclasses
+
+    from bench.identity import config_id, run_config
+    if method.label in lrs or method.name in lrs or "*" in lrs:
+        lr, source = lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
+    elif "lr" in method.overrides:
+        lr, source = method.lr, "set"
+    elif method.name in task.lr_overrides:
+        lr, source = task.lr_overrides[method.name], "task"
+    else:
+        lr, source = method.lr, "default"
+    config = run_config(task, method, lr, args.budget, args.model, model_dir, data_dir, args.device)
+    return dict(suite=task.suite, task=task.name, method=method.label, method_spec=dataclasses.asdict(method),
+                lr=lr, lr_source=source, budget=args.budget, model=args.model, device=args.device,
+                default_model=task.default_model, data_dir=str(data_dir) if data_dir else None,
+                model_dir=str(model_dir) if model_dir else None, config=config, config_id=config_id(config))
 
 
 def select_runs(specs: list[dict], earlier: list[dict], mode: str) -> tuple[list[dict], dict[str, int]]:
@@ -225,7 +254,8 @@ def cmd_compare(args) -> int:
     keep = lambda rs: [r for r in rs if (not args.tasks or r.get("task") in args.tasks)
                        and (not args.methods or r.get("method") in args.methods)]
     table = compare.compare(keep(baseline.records), keep(candidate.records), thresholds, args.metrics)
-    if not (table.verdict.isin(["regressed", "improved", "unchanged", "ungated", "failed", "vanished"])).any():
+    if not (table.verdict.isin(["regressed", "improved", "unchanged", "ungated", "failed", "vanished",
+                                "reconfigured"])).any():
         message = ("baseline and candidate have no (suite, task, method, budget) with results in common "
                    f"(baseline {baseline.label}; candidate {candidate.label})")
         # Exit 2 ("nothing to compare yet") is for a history too young to hold two comparable grids; past
@@ -280,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite: every task x method x seed")
     run.add_argument("--suite", required=True)
     run.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all in the suite)")
-    run.add_argument("--methods", type=_csv, help="comma-separated method names (default: all)")
+    run.add_argument("--methods", type=_csv,
+                     help="comma-separated method names or method files (default: every method in methods/zoo)")
+    run.add_argument("--set", action="append", metavar="METHOD.FIELD=V[,V...]",
+                     help="override a method's field (lr, or a peft config key): lora.r=16; several values make "
+                          "a sweep, one configuration each (lora[r=4], lora[r=8], ...); repeatable")
     run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
     run.add_argument("--budget", default="quick", help="smoke | quick | full (default: quick)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")

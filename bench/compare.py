@@ -27,6 +27,7 @@ import pandas as pd
 
 from bench import history
 from bench.errors import UnknownName
+from bench.identity import differences
 from bench.metrics import METRICS, metric_info
 from bench.store import latest_runs
 from bench.units import name_value, parse_fraction, parse_number
@@ -144,6 +145,10 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
         if mismatch:
             rows.append({**ident, "metric": "(runs)", "verdict": "incomparable", "note": "; ".join(mismatch)})
             continue
+        changed = _config_changes(b_ok, c_ok)
+        if changed is not None:  # another configuration under the same name: report it, never gate on it
+            rows.append({**ident, "metric": "(runs)", "verdict": "reconfigured", "note": changed})
+            continue
         b_share, c_share = len(b_ok) / len(b_runs), len(c_ok) / len(c_runs)
         if c_share < b_share:
             rows.append({**ident, "metric": "(runs)", "verdict": "regressed",
@@ -184,6 +189,18 @@ def _keys(records: list[dict]) -> list[tuple]:
 
 def _runs_of(records: list[dict], key: tuple) -> list[dict]:
     return [r for r in records if tuple(r.get(k) for k in MATCH_KEYS) == key]
+
+
+def _config_changes(baseline: list[dict], candidate: list[dict]) -> str | None:
+    """None when both sides ran one and the same configuration (or a side predates config ids); else what changed."""
+    b_ids, c_ids = {r.get("config_id") for r in baseline}, {r.get("config_id") for r in candidate}
+    if None in b_ids | c_ids or b_ids == c_ids:
+        return None
+    b, c = baseline[-1].get("config") or {}, candidate[-1].get("config") or {}
+    diff = differences(b, c) if b and c else []
+    return (f"config {','.join(sorted(b_ids))} -> {','.join(sorted(c_ids))}: "
+            + ("; ".join(diff[:6]) + (f"; {len(diff) - 6} more" if len(diff) > 6 else "") if diff
+               else "the recorded configurations differ"))
 
 
 def _hardware(records: list[dict], name: str) -> str:
@@ -306,7 +323,8 @@ def headline(table: pd.DataFrame) -> str:
     bad = regressions(table)
     counts = table.verdict.value_counts()
     parts = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regressed", "failed", "vanished", "improved", "unchanged",
-                                                            "ungated", "missing", "new", "incomparable")
+                                                            "ungated", "reconfigured", "missing", "new",
+                                                            "incomparable")
                       if counts.get(v, 0))
     if len(bad):
         where = ", ".join(f"{r.task}/{r.method} {r.metric}" for r in bad.itertuples())

@@ -9,7 +9,7 @@ another's lock) while a writer killed mid-transaction leaves the database as it 
 Schema (loadable into pandas in one call: `pd.read_sql("SELECT * FROM runs_long", sqlite3.connect(db))`):
   runs(run_id PK, invocation, config_id, suite, task, method, seed, budget, model, device, status, error, lr,
        host, cpu_model, gpu_name, git_commit, packages JSON, env JSON, info JSON, started_at, finished_at,
-       source, recorded_at)
+       source, recorded_at, config JSON (what produced the run; config_id hashes it))
   metrics(run_id, name, value, unit)          one row per run x metric
   runs_long                                   view: runs joined with metrics (one row per run x metric)
 """
@@ -31,18 +31,19 @@ from bench.metrics import metric_info
 
 DB_NAME = "history.db"
 BUSY_TIMEOUT_S = 60.0
-CONFIG_KEYS = ["suite", "task", "method", "budget", "model", "device"]  # one series of comparable runs
+CONFIG_KEYS = ["suite", "task", "method", "budget", "model", "device", "config_id"]  # one series of comparable runs
 RUN_COLUMNS = ["run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget", "model", "device", "status",
                "error", "lr", "host", "cpu_model", "gpu_name", "git_commit", "packages", "env", "info",
-               "started_at", "finished_at", "source", "recorded_at"]
-JSON_COLUMNS = {"packages", "env", "info"}
+               "started_at", "finished_at", "source", "recorded_at", "config"]
+JSON_COLUMNS = {"packages", "env", "info", "config"}
+ADDED_COLUMNS = {"config_id": "TEXT", "config": "TEXT"}  # columns newer than the first schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, invocation TEXT, config_id TEXT, suite TEXT, task TEXT, method TEXT, seed INTEGER, budget TEXT,
     model TEXT, device TEXT, status TEXT, error TEXT, lr REAL, host TEXT, cpu_model TEXT, gpu_name TEXT,
     git_commit TEXT, packages TEXT, env TEXT, info TEXT, started_at TEXT, finished_at TEXT, source TEXT,
-    recorded_at TEXT);
+    recorded_at TEXT, config TEXT);
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, name TEXT NOT NULL, value REAL, unit TEXT,
     PRIMARY KEY (run_id, name));
@@ -93,8 +94,9 @@ def _prepare(con: sqlite3.Connection) -> None:
             con.execute("PRAGMA foreign_keys = ON")
             con.executescript(SCHEMA)
             columns = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
-            if "config_id" not in columns:  # a database written before runs had configuration ids
-                con.execute("ALTER TABLE runs ADD COLUMN config_id TEXT")
+            for name, sql_type in ADDED_COLUMNS.items():  # a database written before these existed
+                if name not in columns:
+                    con.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
             return
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) or time.monotonic() > deadline:
@@ -110,6 +112,7 @@ def _row(record: dict, source: str | None) -> dict:
                gpu_name=env.get("gpu_name"), git_commit=env.get("git_commit"),
                packages=json.dumps(env.get("packages") or {}), env=json.dumps(env, default=str),
                info=json.dumps(record.get("info") or {}, default=str), source=source,
+               config=json.dumps(record.get("config") or {}, default=str),
                recorded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return row
 

@@ -1,22 +1,51 @@
 """What makes two runs "the same run": a configuration id plus the seed.
 
-`config_id` hashes every setting a run was asked for (suite, task, method, budget, model, learning rate,
-device), so runs under different settings are never taken for repeats of each other, and a re-run of the
-same settings replaces the earlier record instead of counting as one more seed (`store.latest_runs`).
+A run's configuration is everything that produced its figures: the method as declared (after --set), the
+learning rate, the budget's definition (not only its name), the model's identity (its reference and a hash
+of its weight files), the data's identity (a hash and the row count of every file read, or the Hub dataset
+and revision), the device asked for and the precision. `config_id` hashes it, so runs under a changed
+configuration are never averaged with, gated against, or resumed as older runs, and a re-run of the same
+configuration replaces the earlier record instead of counting as one more seed (`store.latest_runs`).
+Computing it reads no model into memory and imports no torch: the parent knows it before any run starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+from pathlib import Path
 
 IDENTITY = ("run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget")  # in every record
-CONFIG_FIELDS = ("suite", "task", "method", "budget", "model", "lr", "device")
+PRECISION = "fp32"
+_file_hashes: dict[tuple, str] = {}
 
 
-def config_id(spec: dict) -> str:
-    """A short, stable hash of the requested settings (12 hex digits)."""
-    settings = {k: spec.get(k) for k in CONFIG_FIELDS}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def config_id(config: dict) -> str:
+    """A short, stable hash of a run's configuration (12 hex digits)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_config(task, method, lr: float, budget: str, model_ref: str | None, model_dir: Path | None,
+               data_dir: Path | None, device: str) -> dict:
+    """Everything that defines a run but its seed (see the module docstring); `method` is a MethodSpec."""
+    return {"suite": task.suite, "task": task.name, "method": method.declared(), "lr": lr, "budget":
+            {"name": budget, **dataclasses.asdict(task.budget(budget))},
+            "model": task.model_identity(model_ref or task.default_model, model_dir),
+            "data": task.data_identity(data_dir), "device": device, "precision": PRECISION}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, cached by (path, size, modification time) for the life of the process."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _file_hashes[key] = digest.hexdigest()
+    return _file_hashes[key]
 
 
 def run_key(record: dict) -> tuple:
@@ -24,3 +53,21 @@ def run_key(record: dict) -> tuple:
     cid = record.get("config_id") or tuple(str(record.get(k)) for k in ("suite", "task", "method", "budget",
                                                                           "model", "device"))
     return cid, record.get("seed")
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """What changed between two configurations, as `field: old -> new` (nested fields dotted)."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        x, y = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += differences(x, y, name + ".")
+        elif x != y:
+            out.append(f"{name}: {_short(x)} -> {_short(y)}")
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:16] + "..." + text[-8:]

@@ -29,7 +29,12 @@ METRICS: dict[str, Metric] = {
     "total_params": Metric("count", None, "size"),
     "trainable_pct": Metric("%", False, "size"),
     "head_params": Metric("count", None, "size"),
-    "adapter_size_mb": Metric("MB", False, "size"),
+    "adapter_size_mb": Metric("MB", False, "size"),  # tensor bytes of what the method saves (= adapter_tensor_mb)
+    "adapter_tensor_mb": Metric("MB", False, "size"),
+    "adapter_folder_mb": Metric("MB", None, "size"),  # the saved folder, model card and JSON included
+    "effective_trainable_params": Metric("count", None, "size"),  # AdaLoRA: what its final rank pattern uses
+    "peft_trainable_params": Metric("count", None, "size"),
+    "adapted_layers": Metric("count", None, "info"),
     "base_int8_mb": Metric("MB", None, "size"),
     "base_float_mb": Metric("MB", None, "size"),
     "base_int8_share": Metric("ratio", None, "size"),
@@ -48,6 +53,8 @@ METRICS: dict[str, Metric] = {
     "train_data_share": Metric("ratio", None, "info"),  # of timed training time spent waiting for batches
     "latency_p50_ms": Metric("ms", False, "speed"),
     "latency_p95_ms": Metric("ms", False, "speed"),
+    "latency_merged_p50_ms": Metric("ms", False, "speed"),  # the adapter merged into a copy of the base
+    "latency_merged_p95_ms": Metric("ms", False, "speed"),
     "eval_examples_per_s": Metric("examples/s", True, "speed"),
     "eval_batch_ms": Metric("ms", False, "speed"),
     "wall_time_s": Metric("s", False, "speed"),

@@ -82,6 +82,15 @@ def check_parquet(path: Path) -> list[str]:
                            f"expected a complete Parquet file: copy it again") from e
 
 
+def parquet_rows(path: Path) -> int | None:
+    import pyarrow.parquet as pq
+    try:
+        with pq.ParquetFile(path) as f:
+            return f.metadata.num_rows
+    except Exception:  # a broken file: the run's own load names it
+        return None
+
+
 def check_model_folder(folder: Path) -> None:
     """A model folder must hold config.json and weights; say which is missing instead of a loader traceback."""
     if not (folder / "config.json").is_file():

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.errors import UnknownName
-from bench.identity import IDENTITY, config_id
+from bench.identity import IDENTITY
 from bench.store import ResultStore
 
 LOG_TAIL_CHARS = 2000
@@ -47,19 +47,13 @@ def new_invocation_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def plan(suite: str, tasks: list[str], methods: list[str], seeds: list[int], **common) -> list[dict]:
-    invocation = common.pop("invocation", None) or new_invocation_id()
-    lrs = common.pop("lrs", None) or {}
-    default_models = common.pop("default_models", None) or {}
-    specs = []
-    for t in tasks:
-        for s in seeds:
-            for m in methods:
-                spec = dict(run_id=uuid.uuid4().hex, invocation=invocation, suite=suite, task=t, method=m, seed=s,
-                            lr=lrs.get(m, lrs.get("*")), default_model=default_models.get(t), **common)
-                spec["config_id"] = config_id(spec)
-                specs.append(spec)
-    return specs
+def plan(runs: list[dict], seeds: list[int], invocation: str | None = None) -> list[dict]:
+    """One spec per (task, method) configuration x seed, in task, seed, method order. Each entry of `runs`
+    holds a configuration's settings (suite, task, method, config, config_id, lr, ...)."""
+    invocation = invocation or new_invocation_id()
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    return [dict(r, run_id=uuid.uuid4().hex, invocation=invocation, seed=s)
+            for t in tasks for s in seeds for r in runs if r["task"] == t]
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -6,6 +6,7 @@ Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Always 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -24,8 +25,9 @@ from bench.identity import IDENTITY
 from bench.measure import PeakMemory, current_rss_mb, percentile, time_call_ms
 from bench.runner import now, partial_path
 from bench.train import train
-from methods import RunContext, SkipRun, get_method
-from methods.base import count_params, head_names
+from methods import SkipRun, build
+from methods.base import RunContext, count_params, head_names
+from methods.spec import MethodSpec
 from suites import get_task
 from suites.base import to_device
 
@@ -54,10 +56,11 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     record["env"] = environment(device)
     seed_everything(spec["seed"])
     task = get_task(spec["suite"], spec["task"])
-    method = get_method(spec["method"])
+    method = build(MethodSpec(**spec["method_spec"]))
     budget = task.budget(spec["budget"])
-    lr = spec.get("lr") or task.lr_overrides.get(method.name) or method.default_lr
-    lr = faults.learning_rate(method.name, lr)
+    lr = faults.learning_rate(method.name, spec["lr"])  # resolved by the parent: it is part of the config id
+    record["config"] = spec.get("config", {})
+    record["info"]["lr_source"] = spec.get("lr_source")
     ref = spec.get("model") or task.default_model
     record["model"] = ref
     checkpoint(record)
@@ -67,6 +70,8 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     steps = budget.steps(len(train_ds))
     ctx = RunContext(task=task, budget=budget, total_steps=steps, device=device, head_names=[])
     model, processor = task.load_model(path, **method.load_kwargs(ctx))
+    if getattr(task, "eval_max_length", None):  # virtual tokens take positions from the model's table
+        task.eval_max_length -= method.reserved_positions
     ctx.head_names = head_names(model)
     train_examples = task.encode(train_ds, processor, budget, train=True)
     eval_examples = task.encode(eval_ds, processor, budget, train=False)
@@ -77,7 +82,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     metrics = record["metrics"]
     metrics.update(count_params(model, ctx.head_names), lr=lr, steps=steps,
                    train_examples=len(train_examples), eval_examples=len(eval_examples))
-    if method.uses_peft:  # our count must agree with peft's own
+    if method.uses_peft:  # checked equal to ours when the method was applied
         metrics["peft_trainable_params"], _ = model.get_nb_trainable_parameters()
     faults.before_training(method.name)
 
@@ -114,11 +119,36 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     metrics["eval_examples_per_s"] = len(eval_examples) / eval_s
     metrics["eval_batch_ms"] = 1000 * eval_s / len(batches)  # mean per batch at the evaluation batch size
     metrics.update(latency(model, task, eval_examples, processor, budget, device))
+    merged = method.merged_copy(model)
+    if merged is not None:  # what a deployed, merged adapter costs: no adapter detour per layer
+        merged.eval()
+        metrics.update({f"latency_merged_{k.removeprefix('latency_')}": v
+                        for k, v in latency(merged, task, eval_examples, processor, budget, device).items()})
+        del merged
 
     with tempfile.TemporaryDirectory() as tmp:
         method.save(model, Path(tmp) / "saved")
-        metrics["adapter_size_mb"] = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
+        metrics.update(saved_sizes(Path(tmp) / "saved"))
     metrics["wall_time_s"] = time.perf_counter() - wall0
+
+
+def saved_sizes(folder: Path) -> dict:
+    """Tensor bytes of what the method saved (the fair size: peft also writes a model card and JSON, which
+    made a 3 kB head look larger than a 10 kB config file), and the whole folder beside it."""
+    from safetensors import safe_open
+    tensor_bytes = 0
+    for path in folder.rglob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                t = f.get_slice(name)
+                tensor_bytes += math.prod(t.get_shape()) * DTYPE_BYTES[t.get_dtype()]
+    folder_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return {"adapter_size_mb": tensor_bytes / 2**20, "adapter_tensor_mb": tensor_bytes / 2**20,
+            "adapter_folder_mb": folder_bytes / 2**20}
+
+
+DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+               "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @torch.inference_mode()

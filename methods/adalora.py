@@ -1,33 +1,20 @@
-"""AdaLoRA (Zhang et al., 2023) through peft: LoRA whose rank budget is reallocated during training.
+"""AdaLoRA (Zhang et al., 2023), the per-step behaviour its file (methods/zoo/adalora.yaml) cannot declare.
 
-Its known silent failure: if `update_and_allocate` is never called, AdaLoRA trains as fixed-rank LoRA
-and nothing complains. We call it after every optimiser step and fail the run when the final rank
-pattern equals the initial one.
+Its schedule comes from the budget: warm up 10% of the steps at full rank, prune until 70%, then fine-tune
+the final pattern. Its known silent failure: if `update_and_allocate` is never called, AdaLoRA trains as
+fixed-rank LoRA and nothing complains. We call it after every optimiser step and fail the run when the
+final rank pattern equals the initial one.
 """
-
-from methods.base import Method, lora_targets
-
-INIT_R, TARGET_R, ALPHA, DROPOUT = 12, 8, 16, 0.05
-# The AdaLoRA paper uses 0.1 on GLUE; with peft's default 0.5, SST-2 quick accuracy fell from 0.79 to 0.74.
-ORTH_REG_WEIGHT = 0.1
+from methods.peft_method import PeftMethod
 
 
-class AdaLoRA(Method):
-    name = "adalora"
-    default_lr = 2e-3
-    description = f"AdaLoRA: ranks start at {INIT_R} and are pruned to an average of {TARGET_R} by importance"
-    uses_peft = True
-
-    def apply(self, model, ctx):
+class AdaLoRA(PeftMethod):
+    def peft_config(self, model, ctx):
+        kwargs = super().peft_config(model, ctx)
         steps = ctx.total_steps
-        # Warm up 10% of the steps at full rank, prune until 70%, then fine-tune the final pattern.
-        tinit, tfinal = max(1, steps // 10), max(1, (steps * 3) // 10)
-        from peft import AdaLoraConfig, get_peft_model
-        config = AdaLoraConfig(init_r=INIT_R, target_r=TARGET_R, lora_alpha=ALPHA, lora_dropout=DROPOUT,
-                               tinit=tinit, tfinal=tfinal, deltaT=max(1, steps // 20), total_step=steps,
-                               orth_reg_weight=ORTH_REG_WEIGHT,
-                               target_modules=lora_targets(model), modules_to_save=ctx.head_names)
-        return get_peft_model(model, config)
+        kwargs.update(total_step=steps, tinit=max(1, steps // 10), tfinal=max(1, (steps * 3) // 10),
+                      deltaT=max(1, steps // 20))
+        return kwargs
 
     def forward(self, model, batch):
         # A PeftModel without a task type calls the transformers model directly and so skips
@@ -38,19 +25,27 @@ class AdaLoRA(Method):
         model.base_model.update_and_allocate(step)
 
     def finish(self, model, ctx):
-        pattern = model.peft_config["default"].rank_pattern
-        initial = INIT_R * len(adalora_layers(model))
+        out = super().finish(model, ctx)
+        config = model.peft_config["default"]
+        pattern, layers = config.rank_pattern, adalora_layers(model)
+        initial = config.init_r * len(layers)
         final = sum(sum(mask) for mask in pattern.values()) if pattern else initial
         if final == initial:
             raise RuntimeError("AdaLoRA ranks were never reallocated (rank_pattern unchanged): "
                                "update_and_allocate did not take effect")
-        return {"metrics": {"ranks_reallocated": 1, "adalora_rank_initial": initial,
-                            "adalora_rank_final": final},
-                "info": {"rank_pattern": {k: int(sum(v)) for k, v in pattern.items()}}}
+        # What the final pattern really uses: each pruned rank frees a row of A, a column of B and an entry of E.
+        pruned = 0
+        for key, mask in (pattern or {}).items():  # key: "<layer>.lora_E.default", the model prefix dropped
+            layer = layers[key.split(".lora_")[0].split(".%s")[0]]
+            per_rank = layer.lora_A["default"].shape[1] + layer.lora_B["default"].shape[0] + 1
+            pruned += (config.init_r - int(sum(mask))) * per_rank
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        out["metrics"].update(ranks_reallocated=1, adalora_rank_initial=initial, adalora_rank_final=final,
+                              effective_trainable_params=trainable - pruned)
+        out["info"]["rank_pattern"] = {k: int(sum(v)) for k, v in pattern.items()}
+        return out
 
 
-def adalora_layers(model) -> list[str]:
-    return [n for n, m in model.named_modules() if hasattr(m, "lora_E") and "default" in m.lora_E]
-
-
-METHOD = AdaLoRA()
+def adalora_layers(model) -> dict:
+    return {n.removeprefix("base_model.model."): m for n, m in model.named_modules()
+            if hasattr(m, "lora_E") and "default" in m.lora_E}

@@ -1,8 +1,9 @@
-"""What a fine-tuning method is: it decides which weights train and how the model is wrapped.
+"""What a fine-tuning method does at run time: it decides which weights train and how the model is wrapped.
 
-The shared loop (bench/train.py) calls, in order: `load_kwargs` (before loading, e.g. int8 loading),
-`apply` (freeze/wrap), `forward` (each training step), `on_step` (after every optimiser step),
-`finish` (checks and extra figures), `save` (what the method must store; its size on disk is recorded).
+A method is declared in a file (methods/spec.py, methods/zoo/); its `kind` picks the behaviour here or in
+methods/<kind>.py. The shared loop (bench/train.py) calls, in order: `load_kwargs` (before loading, e.g. int8
+loading), `apply` (freeze/wrap), `forward` (each training step), `on_step` (after every optimiser step),
+`finish` (checks and extra figures), `save` (what the method must store; its tensor bytes are recorded).
 """
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-
 
 from bench.errors import SkipRun  # noqa: F401  (re-exported: methods raise it)
+from methods.spec import MethodSpec
 
 
 @dataclass
@@ -26,10 +26,30 @@ class RunContext:
 
 
 class Method:
-    name: str = ""
-    default_lr: float = 1e-3
-    description: str = ""
     uses_peft: bool = False
+    can_merge: bool = False  # whether a merged copy can be timed (latency_merged_p50_ms)
+
+    def __init__(self, spec: MethodSpec):
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def check_applies(self, model: torch.nn.Module, ctx: RunContext) -> None:
+        """SkipRun with the declared reason where the method does not apply (architecture family, device)."""
+        fam = family(model)
+        if fam in self.spec.not_on:
+            raise SkipRun(f"{self.spec.name} does not apply to {fam} models ({type(model).__name__}): "
+                          f"{self.spec.not_on[fam]}")
+        if self.spec.devices and ctx.device.type not in self.spec.devices:
+            raise SkipRun(f"{self.spec.name} runs on {', '.join(self.spec.devices)} only, not {ctx.device.type}")
+
+    reserved_positions: int = 0  # positions of the model's table that the method's own tokens take
 
     def load_kwargs(self, ctx: RunContext) -> dict:
         return {}
@@ -47,14 +67,34 @@ class Method:
     def finish(self, model: torch.nn.Module, ctx: RunContext) -> dict:
         return {}
 
+    def merged_copy(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """A copy with the adapter folded into the base weights (what a deployment serves), or None."""
+        return None
+
     def save(self, model: torch.nn.Module, folder: Path) -> None:
         """Store what must be kept to reuse the result: the trainable tensors (peft: the adapter)."""
-        if self.uses_peft:
-            model.save_pretrained(folder)
-            return
+        from safetensors.torch import save_file
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
         save_file(tensors, str(folder / "trainable.safetensors"))
+
+
+def family(model: torch.nn.Module) -> str:
+    """The architecture family a method file declares targets for: `transformer` (attention projections
+    among its linear layers), `cnn` (convolutions, no attention), else `other`."""
+    if attention_pair(model):
+        return "transformer"
+    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        return "cnn"
+    return "other"
+
+
+def attention_pair(model: torch.nn.Module) -> list[str] | None:
+    linear_leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"]):
+        if set(pair) <= linear_leaves:
+            return pair
+    return None
 
 
 def head_names(model: torch.nn.Module) -> list[str]:
@@ -98,12 +138,9 @@ def lora_targets(model: torch.nn.Module) -> list[str] | str:
 
     Picked from the model's own module names so that renamed architectures keep working.
     """
-    linear_leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"]):
-        if set(pair) <= linear_leaves:
-            return pair
-    pointwise = [n for n, m in model.named_modules()
-                 if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
-    if pointwise:
-        return pointwise
-    return "all-linear"
+    return attention_pair(model) or pointwise_convs(model) or "all-linear"
+
+
+def pointwise_convs(model: torch.nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]

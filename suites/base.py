@@ -12,8 +12,8 @@ from typing import Any, Iterator
 
 import torch
 
-from bench import resolve
-from bench.errors import DataError, UnknownName
+from bench import identity, resolve
+from bench.errors import DataError, SkipRun, UnknownName
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,29 @@ class Task:
     def raw_splits(self, data_dir: Path | None):
         return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split], self.hub_id,
                                    self.hub_config, columns=tuple(self.required_columns()), **self.hub_kwargs)
+
+    def model_identity(self, ref: str, model_dir: Path | None) -> dict:
+        """The model as a run's configuration records it: its reference, and a hash of its weight files where
+        they are on this machine (a Hub id not yet local is identified by its id and the `main` revision)."""
+        try:
+            path = Path(self.resolve_model(ref, model_dir))
+        except (SkipRun, DataError) as e:  # the run itself will say so; the id still names the reference
+            return {"ref": ref, "unresolved": str(e)}
+        if not path.is_dir():
+            return {"ref": ref, "hub_revision": "main"}
+        weights = sorted(p for pattern in resolve.WEIGHT_FILES for p in path.glob(pattern))
+        return {"ref": ref, "weights_sha256": {p.name: identity.file_sha256(p) for p in weights}}
+
+    def data_identity(self, data_dir: Path | None) -> dict:
+        """The data as a run's configuration records it: each file's hash and row count, or the Hub dataset."""
+        if data_dir is None:
+            return {"hub_id": self.hub_id, "hub_config": self.hub_config, **self.hub_kwargs}
+        out = {}
+        for split in (self.train_split, self.eval_split):
+            path = data_dir / self.data_subdir / f"{split}.parquet"
+            out[split] = {"sha256": identity.file_sha256(path), "rows": resolve.parquet_rows(path)} \
+                if path.is_file() else {"missing": str(path)}
+        return out
 
     def _source(self, data_dir: Path | None, split: str) -> str:
         return str(data_dir / self.data_subdir / f"{split}.parquet") if data_dir else \

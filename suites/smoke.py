@@ -80,6 +80,12 @@ class SmokeSentimentTask(TextClassificationTask):
     def resolve_model(self, ref, model_dir):
         return str(tiny_bert_dir()) if ref == TINY_BERT else super().resolve_model(ref, model_dir)
 
+    def model_identity(self, ref, model_dir):
+        return {"ref": ref, "built": "tiny-bert-v2"} if ref == TINY_BERT else super().model_identity(ref, model_dir)
+
+    def data_identity(self, data_dir):
+        return {"generated": "sentiment_data(256, seed=1) / (64, seed=2)"}
+
     def raw_splits(self, data_dir):
         import datasets
         return datasets.DatasetDict({"train": sentiment_data(256, seed=1), "test": sentiment_data(64, seed=2)})

@@ -82,6 +82,13 @@ class SmokeNerTask(TokenClassificationTask):
         return str(build_tiny_bert("tiny-ner-bert-v1", vocabulary())) if ref == TINY_NER_BERT \
             else super().resolve_model(ref, model_dir)
 
+    def model_identity(self, ref, model_dir):
+        return {"ref": ref, "built": "tiny-ner-bert-v1"} if ref == TINY_NER_BERT \
+            else super().model_identity(ref, model_dir)
+
+    def data_identity(self, data_dir):
+        return {"generated": "ner_data(256, seed=1) / (64, seed=2, with_long=True)"}
+
     def raw_splits(self, data_dir):
         import datasets
         return datasets.DatasetDict({"train": ner_data(256, seed=1, with_long=False),

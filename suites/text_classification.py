@@ -11,6 +11,7 @@ from suites.base import Batch, Budget, Task, to_device
 @dataclass
 class TextClassificationTask(Task):
     text_column: str = "sentence"
+    peft_task_type: str = "SEQ_CLS"  # what peft's prompt-based methods need to know
 
     def required_columns(self) -> list[str]:
         return [self.text_column, self.label_column]

@@ -71,6 +71,7 @@ def words_without_piece(word_index: list[int], n_words: int) -> tuple[int, int]:
 class TokenClassificationTask(Task):
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
+    peft_task_type: str = "TOKEN_CLS"  # what peft's prompt-based methods need to know
 
     def required_columns(self) -> list[str]:
         return [self.tokens_column, self.tags_column]

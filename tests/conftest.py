@@ -38,10 +38,18 @@ def run_bench(*args, env=None, check=False) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def smoke_grid(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One `bench run --suite smoke --tasks sentiment` (every method, with its report), shared by every test
-    that only reads a complete grid. Tests must not write into it."""
-    out = tmp_path_factory.mktemp("smoke-grid") / "sentiment"
-    return out, run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--out", str(out), check=True)
+    """One `bench run --suite smoke`: every method on every smoke task (sentiment, ner, images), with its report,
+    shared by every test that only reads a complete grid. Tests must not write into it. The images task needs
+    the local data and models (BENCH_DATA_DIR / BENCH_MODEL_DIR); without them its runs are `skipped`."""
+    out = tmp_path_factory.mktemp("smoke-grid") / "all"
+    return out, run_bench("run", "--suite", "smoke", "--out", str(out), check=True)
+
+
+def smoke_table(smoke_grid, task: str):
+    """The wide table of one smoke task from the shared grid."""
+    import pandas as pd
+    wide = pd.read_parquet(smoke_grid[0] / "results_wide.parquet")
+    return wide[wide.task == task].reset_index(drop=True)
 
 
 @pytest.fixture(scope="session")

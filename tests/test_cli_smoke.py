@@ -4,9 +4,10 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import run_bench
+from conftest import run_bench, smoke_table
+from methods import METHODS as REGISTERED
 
-METHODS = ["full", "head", "bitfit", "lora", "adalora", "int8-lora"]
+METHODS = list(REGISTERED)
 
 
 @pytest.fixture()
@@ -16,7 +17,7 @@ def smoke_run(smoke_grid):
 
 def test_every_method_completes_with_measurements(smoke_run):
     out, proc = smoke_run
-    wide = pd.read_parquet(out / "results_wide.parquet")
+    wide = smoke_table(smoke_run, "sentiment")
     assert sorted(wide.method) == sorted(METHODS)
     assert (wide.status == "ok").all(), wide[["method", "status", "error"]]
     for col in ["accuracy", "trainable_params", "total_params", "trainable_pct", "head_params", "peak_rss_mb",
@@ -34,16 +35,41 @@ def test_every_method_completes_with_measurements(smoke_run):
 
 
 def test_peft_counts_and_adalora_reallocation_are_recorded(smoke_run):
-    out, _ = smoke_run
-    wide = pd.read_csv(out / "results_wide.csv").set_index("method")
-    for m in ["lora", "adalora", "int8-lora"]:
-        assert wide.loc[m, "trainable_params"] == wide.loc[m, "peft_trainable_params"]
+    wide = smoke_table(smoke_run, "sentiment").set_index("method")
+    peft = [m for m, s in REGISTERED.items() if s.kind == "peft"]
+    assert (wide.loc[peft, "trainable_params"] == wide.loc[peft, "peft_trainable_params"]).all()
+    assert wide.loc["adalora", "effective_trainable_params"] < wide.loc["adalora", "trainable_params"]
     assert wide.loc["adalora", "ranks_reallocated"] == 1
     assert wide.loc["adalora", "adalora_rank_final"] < wide.loc["adalora", "adalora_rank_initial"]
     # AdaLoRA's optimised loss includes its orthogonality regulariser; the task loss is logged apart.
     assert abs(wide.loc["adalora", "train_loss"] - wide.loc["adalora", "train_task_loss"]) > 1e-6
     assert wide.loc["lora", "train_loss"] == pytest.approx(wide.loc["lora", "train_task_loss"], rel=1e-5)
     assert wide.loc["int8-lora", "base_int8_mb"] > 0
+
+
+def test_every_method_runs_on_every_smoke_task_or_is_skipped_naming_the_architecture(smoke_run):
+    wide = pd.read_parquet(smoke_run[0] / "results_wide.parquet")
+    assert len(wide) == 3 * len(REGISTERED) and set(wide.task) == {"sentiment", "ner", "images"}
+    for row in wide.itertuples():
+        if row.status == "skipped":
+            assert ("models (" in row.error and ("cnn" in row.error or "transformer" in row.error)) \
+                or "token classification" in row.error, row.error
+        else:
+            assert row.status == "ok", (row.task, row.method, row.error)
+    ok = wide[wide.status == "ok"]
+    # No method trains the head alone under another name: every method but `head` trains more than the head.
+    others = ok[ok.method != "head"]
+    assert (others.trainable_params > others.head_params).all(), others[["task", "method", "trainable_params"]]
+    peft = ok[ok.method.map(lambda m: REGISTERED[m].kind == "peft" and "tuning" not in m)]
+    assert (peft.adapted_layers > 0).all()
+    # Sizes are tensor bytes; the folder (model card, JSON) is recorded beside them and is larger.
+    assert (peft.adapter_tensor_mb < peft.adapter_folder_mb).all()
+    assert (peft.adapter_size_mb == peft.adapter_tensor_mb).all()
+    # Methods that merge also time the merged model; prompt-based ones cannot merge.
+    merging = ok[ok.method.isin(["lora", "dora", "ia3", "loha"])]
+    assert merging.latency_merged_p50_ms.notna().all()
+    assert ok[ok.method == "prefix-tuning"].latency_merged_p50_ms.isna().all()
+    assert ok.config_id.nunique() == len(ok)  # each (task, method) is its own configuration
 
 
 def test_long_table_has_units_and_records_hold_env(smoke_run):

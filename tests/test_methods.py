@@ -3,7 +3,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from methods import RunContext, get_method
+from methods import get_method
+from methods.base import RunContext
 from methods.base import count_params
 from suites.smoke import SENTIMENT, tiny_bert_dir
 

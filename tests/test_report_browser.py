@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-METHODS = ["full", "head", "bitfit", "lora", "adalora", "int8-lora"]
+from methods import METHODS as REGISTERED
+
+METHODS = list(REGISTERED)
+SEC = "document.querySelector(\"section.task[data-task='sentiment']\")"  # the shared grid's first section
 CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -195,24 +198,24 @@ def test_smoke_report_opens_cleanly_with_rows_plots_and_sorting(browser, smoke_r
     assert requests == [], requests
 
     assert browser.js("document.title") == "peft-bench report"
-    assert browser.js("[...document.querySelectorAll('tr.method')].map(r => r.dataset.method)") == METHODS
-    assert browser.js("document.querySelectorAll('tr.method.ok').length") == len(METHODS)
-    plots = browser.js("[...document.querySelectorAll('figure.plot img')].map(i => "
+    assert browser.js("[..." + SEC + ".querySelectorAll('tr.method')].map(r => r.dataset.method)") == METHODS
+    assert browser.js(SEC + ".querySelectorAll('tr.method.ok').length") == len(METHODS)
+    plots = browser.js("[..." + SEC + ".querySelectorAll('figure.plot img')].map(i => "
                        "[i.closest('figure').classList[1], i.complete && i.naturalWidth > 100, i.alt])")
     kinds = [k for k, _, _ in plots]
     assert kinds.count("pareto") == 3 and kinds.count("bars") == 2 and kinds.count("loss") == 1, plots
     assert all(decoded for _, decoded, _ in plots), plots  # every SVG decoded and drawn
-    assert browser.js("document.querySelectorAll('td.best').length") >= 5
-    assert "torch" in browser.js("document.querySelector('dl.env').innerText")
+    assert browser.js(SEC + ".querySelectorAll('td.best').length") >= 5
+    assert "torch" in browser.js(SEC + ".querySelector('dl.env').innerText")
 
     # Clicking "trainable params" sorts ascending, again descending.
-    col = browser.js("[...document.querySelectorAll('thead th')].findIndex(t => t.innerText.includes('trainable params'))")
+    col = browser.js("[..." + SEC + ".querySelectorAll('thead th')].findIndex(t => t.innerText.includes('trainable params'))")
     assert col > 0
-    order = f"[...document.querySelectorAll('tr.method')].map(r => Number(r.cells[{col}].dataset.sort))"
-    browser.js(f"document.querySelectorAll('thead th')[{col}].querySelector('button').click()")
+    order = f"[...{SEC}.querySelectorAll('tr.method')].map(r => Number(r.cells[{col}].dataset.sort))"
+    browser.js(f"{SEC}.querySelectorAll('thead th')[{col}].querySelector('button').click()")
     ascending = browser.js(order)
     assert ascending == sorted(ascending) and ascending[0] < ascending[-1]
-    browser.js(f"document.querySelectorAll('thead th')[{col}].querySelector('button').click()")
+    browser.js(f"{SEC}.querySelectorAll('thead th')[{col}].querySelector('button').click()")
     assert browser.js(order) == sorted(ascending, reverse=True)
 
     png = browser.screenshot(tmp_path / "report.png")

@@ -12,7 +12,7 @@ import torch
 from bench.measure import PeakMemory, StepTimer, current_rss_mb, percentile
 from bench.errors import StorageFull
 from bench.files import replaced_atomically, write_text
-from bench.identity import config_id
+from bench.identity import config_id, run_config
 from bench.store import ResultStore, latest_runs
 from bench.train import fetch_timed
 from reports.tables import long_table, summary, wide_table, write_tables
@@ -65,10 +65,19 @@ def test_latest_runs_keep_the_newest_record_per_configuration_and_seed():
 
 
 def test_config_ids_differ_exactly_when_a_setting_does():
-    spec = dict(suite="nlp", task="sst2", method="lora", budget="quick", model=None, lr=None, device="auto")
-    assert config_id(spec) == config_id(dict(spec, seed=3, run_id="x", data_dir="/elsewhere"))
-    for change in [dict(lr=1e-3), dict(budget="full"), dict(model="bert-base-cased"), dict(method="dora")]:
-        assert config_id(dict(spec, **change)) != config_id(spec)
+    from methods import METHODS
+    from suites import get_task
+    task, lora = get_task("smoke", "sentiment"), METHODS["lora"]
+
+    def cid(**change):
+        args = dict(task=task, method=lora, lr=1e-3, budget="smoke", model_ref=None, model_dir=None, data_dir=None,
+                    device="auto")
+        return config_id(run_config(**{**args, **change}))
+
+    assert cid() == cid()  # stable
+    for change in [dict(lr=2e-3), dict(budget="quick"), dict(model_ref="other"), dict(device="cpu"),
+                   dict(method=lora.with_overrides({"r": 16})), dict(method=METHODS["dora"])]:
+        assert cid(**change) != cid(), change
 
 
 def test_atomic_replace_leaves_the_old_file_when_a_write_fails(tmp_path):

@@ -11,8 +11,10 @@ from PIL import Image
 from transformers import MobileNetV1Config, MobileNetV1ForImageClassification
 
 from bench.train import train
-from conftest import run_bench
-from methods import RunContext, SkipRun, get_method
+from conftest import run_bench, smoke_table
+from methods import METHODS as REGISTERED
+from methods import SkipRun, get_method
+from methods.base import RunContext
 from methods.base import head_names
 from methods.int8_weights import Int8Conv2d, int8_layers, quantize_frozen_weights, quantize_per_channel
 from suites import get_suite, get_task
@@ -20,7 +22,7 @@ from suites.base import Budget
 from suites.image_classification import ImagePreprocessing, is_batchnorm, random_crop_flip
 from suites.smoke_vision import TINY_MOBILENET
 
-METHODS = ["full", "head", "bitfit", "lora", "adalora", "int8-lora"]
+METHODS = list(REGISTERED)
 TASK = get_task("smoke", "images")
 BUDGET = Budget(train_examples=32, batch_size=8, epochs=1, max_length=32, latency_samples=2, warmup_steps=0)
 
@@ -219,17 +221,17 @@ def test_vision_suite_resolves_the_local_mobilenet(model_dir):
 
 # --- every method through the real CLI ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def vision_smoke_run(tmp_path_factory, data_dir, model_dir):
-    out = tmp_path_factory.mktemp("vision-smoke")
-    run_bench("run", "--suite", "smoke", "--tasks", "images", "--out", str(out), "--no-report",
-              "--data-dir", str(data_dir), "--model-dir", str(model_dir), check=True)
-    return out
+@pytest.fixture()
+def vision_smoke_run(smoke_grid, data_dir, model_dir):  # the shared grid, with local data and models present
+    return smoke_grid[0]
 
 
-def test_every_method_runs_on_the_smoke_vision_task(vision_smoke_run):
-    wide = pd.read_parquet(vision_smoke_run / "results_wide.parquet").set_index("method")
+def test_every_method_runs_on_the_smoke_vision_task(smoke_grid, data_dir, model_dir):
+    wide = smoke_table(smoke_grid, "images").set_index("method")
     assert sorted(wide.index) == sorted(METHODS)
+    text_only = {m for m, s in REGISTERED.items() if "cnn" in s.not_on}
+    assert set(wide[wide.status == "skipped"].index) == text_only
+    wide = wide[wide.status != "skipped"]
     assert (wide.status == "ok").all(), wide[["status", "error"]]
     for col in ["accuracy", "majority_rate", "train_examples_per_s", "latency_p50_ms", "adapter_size_mb",
                 "peak_rss_mb", "trainable_params"]:
@@ -248,5 +250,5 @@ def test_every_method_runs_on_the_smoke_vision_task(vision_smoke_run):
 
 def test_int8_lora_records_its_backend(vision_smoke_run):
     records = [json.loads(line) for line in (vision_smoke_run / "results.jsonl").read_text().splitlines()]
-    int8 = next(r for r in records if r["method"] == "int8-lora")
+    int8 = next(r for r in records if r["method"] == "int8-lora" and r["task"] == "images")
     assert int8["info"]["int8_backend"].startswith("per-channel-int8")
