@@ -8,13 +8,15 @@ BENCH_MODEL_DIR ?= $(abspath $(wildcard ../shared/models))
 export BENCH_DATA_DIR BENCH_MODEL_DIR
 SUITE ?= nlp
 BUDGET ?= quick
+# The test tools, and Ray for the `--executor ray` tests.
+EXTRAS ?= dev,ray
 
 .PHONY: install run test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -82,11 +82,11 @@ def cmd_run(args) -> int:
         raise UnknownName(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
     if args.timeout is not None and args.timeout <= 0:
         raise UnknownName(f"bad --timeout {args.timeout:g} (expected a number of seconds > 0)")
+    executor = make_executor(args)
     lrs = _lrs(args.lr)
     for name in lrs:
         if name != "*":
             _pick([name], list(dict.fromkeys([m.name for m in method_specs] + method_names)), "method in --lr")
-    warm_up()  # a fork server (if used) imports the worker's libraries while this process plans the grid
     out = args.out
     if out is None and args.resume:
         out = latest_folder(DEFAULT_OUT, args.suite)
@@ -103,6 +103,8 @@ def cmd_run(args) -> int:
     specs = plan(runs, args.seeds, invocation)
     mode = "rerun" if args.rerun else "rerun-failed" if args.rerun_failed else "resume"
     todo, skipped = select_runs(specs, earlier, mode)
+    if todo:
+        warm_up()  # a fork server (if used) imports the worker's libraries while this process gets ready
     metric_of = {t.name: t.metric for t in tasks}
 
     def describe(r: dict) -> str:
@@ -121,7 +123,8 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     from bench import history
     db = args.db or history.default_path(out)
-    outcome = run_grid(todo, out, verbose=args.verbose, describe=describe, history_db=db, timeout=args.timeout)
+    outcome = run_grid(todo, out, verbose=args.verbose, describe=describe, history_db=db, timeout=args.timeout,
+                       executor=executor)
     wall = time.perf_counter() - t0
     all_records = latest_runs(ResultStore(out).records(warn=False))  # the folder may hold earlier runs too
     paths = write_tables(all_records, out)
@@ -149,6 +152,29 @@ def cmd_run(args) -> int:
               f"{len(outcome.records) - len(failed)} skipped); see {out}/logs", file=sys.stderr)
         return 1
     return 1 if report_failed or (failed and args.strict) else 0
+
+
+def make_executor(args):
+    """Where the runs execute: this machine (`--parallel N` at a time) or a Ray cluster (`--executor ray`)."""
+    if args.executor not in ("local", "ray"):
+        raise UnknownName(f"unknown executor {args.executor!r} (valid: local, ray)")
+    if args.executor == "local":
+        stray = [f for f, v in (("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
+                                ("--gpus-per-run", args.gpus_per_run)) if v is not None]
+        if stray:
+            raise UnknownName(f"{', '.join(stray)} need --executor ray (valid with local: --parallel)")
+        if args.parallel < 1:
+            raise UnknownName(f"bad --parallel {args.parallel} (expected a number of runs >= 1)")
+        gpus = 0
+        if args.parallel > 1 and args.device != "cpu":
+            import torch
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        from bench.runner import LocalExecutor
+        return LocalExecutor(args.parallel, gpus)
+    if args.parallel != 1:
+        raise UnknownName("--parallel is for --executor local; with ray use --cpus-per-run/--gpus-per-run")
+    from bench.ray_executor import RayExecutor
+    return RayExecutor(args.address, args.cpus_per_run, args.gpus_per_run)
 
 
 def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: Path | None) -> dict:
@@ -334,6 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--rerun", action="store_true", help="run every run again, even those already ok")
     again.add_argument("--rerun-failed", action="store_true",
                        help="run again only the runs whose newest row is failed or interrupted")
+    run.add_argument("--executor", default="local", help="local (default) or ray")
+    run.add_argument("--parallel", type=int, default=1, metavar="N",
+                     help="local executor: runs at once on this machine (default 1; with several GPUs, one each)")
+    run.add_argument("--address", help="ray: join this cluster (auto, host:port, ray://host:port) instead of starting "
+                                       "an embedded instance")
+    run.add_argument("--cpus-per-run", type=float, metavar="N",
+                     help="ray: cores reserved per run (default: a whole node's cores, or its cores per GPU)")
+    run.add_argument("--gpus-per-run", type=float, metavar="N",
+                     help="ray: GPUs reserved per run (default: 1 where the cluster has GPUs, else 0)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="per run: stop a run still going after SECONDS and record it failed (default: none)")
     run.add_argument("--db", type=Path, help="history database to add every run to (default: $BENCH_HISTORY_DB, "

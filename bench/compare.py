@@ -15,12 +15,14 @@ A configuration whose candidate runs all failed is a regression too, and so is a
 runs that succeeded (2 of 3 seeds crashing); a metric the baseline recorded and the candidate no longer does
 is `vanished` (gated). A configuration missing from the candidate is reported, not gated (a subset run is a
 legitimate candidate). Speed is gated only where host, CPU and GPU names match the baseline's: on shared
-or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`).
+or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`). Runs of the same
+name under another configuration (config ids differ: a changed method default, budget, model or data) are
+`reconfigured`, with what changed named, and never gated against each other.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,85 +30,13 @@ import pandas as pd
 from bench import history
 from bench.errors import UnknownName
 from bench.identity import differences
-from bench.metrics import METRICS, metric_info
+from bench.metrics import metric_info
 from bench.store import latest_runs
-from bench.units import name_value, parse_fraction, parse_number
+from bench.verdicts import KINDS, Thresholds, gated_metrics, parse_thresholds, verdict  # noqa: F401 (re-exported)
 
 MATCH_KEYS = ["suite", "task", "method", "budget"]
-KINDS = ["task", "memory", "speed", "size"]
-# Defaults, documented in the README: task metrics by an absolute amount in their own unit, the others
-# relative to the baseline. Task metrics in other units than a ratio (loss in nats) get a wider floor.
-DEFAULT_FLOOR = {"ratio": 0.01, "*": 0.1}
-DEFAULT_RELATIVE = {"memory": 0.10, "speed": 0.25, "size": 0.05}
-# Allocator jitter moves RSS by a few MB between identical runs; on small figures (peak_rss_increase_mb
-# of a tiny model) 10% of the baseline is less than that.
-MIN_ALLOWED = {"memory": 10.0}  # MB
-DEFAULT_K = 2.0
 GATING = {"regressed", "failed", "vanished"}
 HARDWARE = ("hostname", "cpu_model", "gpu_name")  # speed is gated only where these match
-
-
-@dataclass
-class Thresholds:
-    k: float = DEFAULT_K
-    overrides: dict[str, float] = field(default_factory=dict)  # metric name or kind -> threshold
-
-    def of(self, metric: str) -> tuple[str, float]:
-        """('absolute', floor) for task metrics, ('relative', fraction) for the others."""
-        info = metric_info(metric)
-        mode = "absolute" if info.kind == "task" else "relative"
-        if metric in self.overrides:
-            return mode, self.overrides[metric]
-        if info.kind in self.overrides:
-            return mode, self.overrides[info.kind]
-        if mode == "absolute":
-            return mode, DEFAULT_FLOOR.get(info.unit, DEFAULT_FLOOR["*"])
-        return mode, DEFAULT_RELATIVE.get(info.kind, DEFAULT_RELATIVE["speed"])
-
-
-def parse_thresholds(items: list[str] | None, k: float = DEFAULT_K) -> Thresholds:
-    """--threshold NAME=VALUE, NAME a metric or a kind; task metrics take an absolute amount (0.02, 2%),
-    the others a fraction of the baseline (0.2, 20%)."""
-    out = Thresholds(k=k)
-    for item in items or []:
-        name, value = name_value(item, "--threshold")
-        if name is None:
-            raise UnknownName(f"bad --threshold {item!r} (expected NAME=VALUE, NAME a metric or one of "
-                              f"{', '.join(KINDS)})")
-        if name not in KINDS and (metric_info(name).higher_is_better is None):
-            raise UnknownName(f"unknown metric {name!r} in --threshold (valid: {', '.join(KINDS)} or a metric "
-                              f"with a direction: {', '.join(gated_metrics())})")
-        absolute = name == "task" or (name not in KINDS and metric_info(name).kind == "task")
-        out.overrides[name] = parse_number(value) if absolute else parse_fraction(value)
-    return out
-
-
-def gated_metrics() -> list[str]:
-    return [m for m, info in METRICS.items() if info.higher_is_better is not None]
-
-
-def _pooled_std(*stds: float) -> float:
-    values = [s for s in stds if s is not None and not math.isnan(s)]
-    return math.sqrt(sum(s * s for s in values) / len(values)) if values else math.nan
-
-
-def verdict(metric: str, base: float, base_std: float, cand: float, cand_std: float,
-            thresholds: Thresholds) -> tuple[str, float]:
-    """(verdict, allowed worsening) for one metric: regressed | improved | unchanged | n/a."""
-    better_up = metric_info(metric).higher_is_better
-    if better_up is None or base is None or cand is None or math.isnan(base) or math.isnan(cand):
-        return "n/a", math.nan
-    mode, value = thresholds.of(metric)
-    allowed = value if mode == "absolute" else max(value * abs(base), MIN_ALLOWED.get(metric_info(metric).kind, 0.0))
-    noise = thresholds.k * _pooled_std(base_std, cand_std)
-    if not math.isnan(noise):
-        allowed = max(allowed, noise)
-    worse = (base - cand) if better_up else (cand - base)
-    if worse > allowed:
-        return "regressed", allowed
-    if -worse > allowed:
-        return "improved", allowed
-    return "unchanged", allowed
 
 
 def _metric_selected(metric: str, wanted: list[str] | None) -> bool:

@@ -4,6 +4,7 @@ BENCH_FAULT is a comma-separated list of `action:method[:arg]`:
   raise:lora      - the lora run raises an error after loading (-> a `failed` row)
   crash:lora      - the lora worker process dies hard (-> a `failed` row written by the parent)
   kill:lora       - the lora worker is killed by SIGKILL (as the out-of-memory killer does)
+  killparent:lora - the process that started the lora worker (under Ray: the Ray worker) is killed
   hang:lora       - the lora worker hangs before training (-> `--timeout` gives a `failed: timeout` row)
   sleep:lora:0.05 - every lora training step sleeps 0.05 s (a planted speed regression)
   lr0:lora        - lora trains with learning rate 0 (a planted accuracy regression)
@@ -33,6 +34,8 @@ def before_training(method: str) -> None:
         os._exit(77)
     if "kill" in f:
         os.kill(os.getpid(), signal.SIGKILL)
+    if "killparent" in f:
+        os.kill(os.getppid(), signal.SIGKILL)
     if "hang" in f:
         while True:
             time.sleep(3600)

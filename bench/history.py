@@ -243,7 +243,7 @@ def trends(path: str | os.PathLike, suite=None, task=None, method=None, metric=N
     by the same thresholds as `bench compare` (False for a series' first point). For the HTML report and
     `bench history`.
     """
-    from bench.compare import Thresholds, verdict
+    from bench.verdicts import Thresholds, verdict
 
     recs = records(path, **{k: v for k, v in dict(suite=suite, task=task, method=method).items() if v})
     frame = stats(recs, CONFIG_KEYS + ["invocation"])

@@ -32,6 +32,10 @@ from bench.store import ResultStore
 LOG_TAIL_CHARS = 2000
 STOP_GRACE_S = 5.0  # a stopped worker gets this long to exit on SIGTERM before SIGKILL
 POLL_S = 0.2
+# What the fork server imports once, so that no forked run pays for it: the worker and what runs import lazily.
+PRELOAD = ["bench.worker", "peft", "datasets", "seqeval.metrics", "transformers.models.bert.modeling_bert",
+           "transformers.models.mobilenet_v1.modeling_mobilenet_v1",
+           "transformers.models.mobilenet_v2.modeling_mobilenet_v2"]
 
 
 def now() -> str:
@@ -69,7 +73,7 @@ class Interrupt:
 
     def __init__(self):
         self.signal: str | None = None
-        self.proc = None  # the worker process in flight
+        self.procs = []  # the worker processes in flight
         self._previous = {}
 
     def __enter__(self):
@@ -86,8 +90,8 @@ class Interrupt:
 
     def _handle(self, signum, frame):
         if self.signal is not None:
-            if self.proc is not None:
-                _killpg(self.proc, signal.SIGKILL)
+            for proc in self.procs:
+                _killpg(proc, signal.SIGKILL)
             print("\nbench: stopped at once (second interrupt); the results stored so far are kept", file=sys.stderr)
             os._exit(130)
         self.signal = signal.Signals(signum).name
@@ -154,15 +158,17 @@ def _context():
     import multiprocessing
     ctx = multiprocessing.get_context(start_method())
     if start_method() == "forkserver":
-        ctx.set_forkserver_preload(["bench.worker"])
+        ctx.set_forkserver_preload(PRELOAD)
     return ctx
 
 
-def _worker_process(spec_path: str, result_path: str, log_path: str | None) -> None:
+def _worker_process(spec_path: str, result_path: str, log_path: str | None, env: dict) -> None:
     """Runs in the new process: its own session (a terminal's Ctrl-C reaches only the parent), death with its
-    parent, output to the run's log, then the worker."""
+    parent, its own environment (GPU, threads) before torch touches a device, output to the run's log, then
+    the worker."""
     os.setsid()
     _die_with_parent()
+    os.environ.update(env)
     if log_path is not None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
@@ -176,85 +182,128 @@ def _worker_process(spec_path: str, result_path: str, log_path: str | None) -> N
         sys.stderr.flush()
 
 
-def run_one(spec: dict, log_dir: Path, verbose: bool = False, timeout: float | None = None,
-            interrupt: Interrupt | None = None) -> dict:
-    """Run one spec in a fresh process and return its record: the worker's own, or, if it died, was stopped or
-    timed out without one, a `failed`/`interrupted` record built from what it had saved."""
-    interrupt = interrupt or Interrupt()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{spec['task']}-{spec['method']}-seed{spec['seed']}-{spec['run_id'][:8]}.log"
-    log_path.write_text("")
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps(spec))
-        proc = _context().Process(target=_worker_process, name=f"bench-{spec['task']}-{spec['method']}",
-                                  args=(str(spec_path), str(result_path), None if verbose else str(log_path)))
-        started, reason = time.monotonic(), None
-        proc.start()
-        interrupt.proc = proc
-        try:
-            while proc.is_alive():
+class LocalRun:
+    """One run in flight on this machine: its process, its files, when it started."""
+
+    def __init__(self, spec: dict, log_dir: Path, verbose: bool, env: dict):
+        self.spec, self.env = spec, env
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{spec['task']}-{spec['method']}-seed{spec['seed']}-{spec['run_id'][:8]}.log"
+        self.log_path.write_text("")
+        self.tmp = tempfile.TemporaryDirectory()
+        self.spec_path, self.result_path = Path(self.tmp.name) / "spec.json", Path(self.tmp.name) / "result.json"
+        self.spec_path.write_text(json.dumps(spec))
+        self.proc = _context().Process(target=_worker_process, name=f"bench-{spec['task']}-{spec['method']}",
+                                       args=(str(self.spec_path), str(self.result_path),
+                                             None if verbose else str(self.log_path), env))
+        self.started = time.monotonic()
+        self.proc.start()
+
+    def record(self, reason: str | None) -> dict:
+        """The worker's record, or, if it died, was stopped or timed out without one, a `failed`/`interrupted`
+        record built from what it had saved."""
+        if self.proc.is_alive():  # never leave a worker behind
+            _killpg(self.proc, signal.SIGKILL)
+        self.proc.join()
+        if self.result_path.is_file():  # it finished after all (e.g. just as Ctrl-C came)
+            record = json.loads(self.result_path.read_text())
+        else:
+            partial = partial_path(self.result_path)
+            log = self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if self.log_path.is_file() else ""
+            record = record_of_dead_worker(self.spec, json.loads(partial.read_text()) if partial.is_file() else None,
+                                           log, _exit_reason(self.proc.exitcode), reason)
+        self.tmp.cleanup()
+        record.setdefault("info", {})["log"] = str(self.log_path)
+        if self.env.get("CUDA_VISIBLE_DEVICES"):
+            record["info"]["cuda_visible_devices"] = self.env["CUDA_VISIBLE_DEVICES"]
+        return record
+
+
+class LocalExecutor:
+    """Runs on this machine, `parallel` at a time (default 1). With several GPUs, each run in flight gets one
+    (CUDA_VISIBLE_DEVICES); torch threads are the machine's cores shared among the runs in flight."""
+
+    def __init__(self, parallel: int = 1, gpus: int = 0):
+        self.parallel, self.gpus = max(1, parallel), gpus
+
+    def describe(self) -> str:
+        return f"local, {self.parallel} at a time" if self.parallel > 1 else "local"
+
+    def env_for(self, slot: int) -> dict:
+        env = {"BENCH_TORCH_THREADS": str(max(1, (os.cpu_count() or 1) // self.parallel))} if self.parallel > 1 else {}
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
+        return env
+
+    def run(self, specs: list[dict], log_dir: Path, verbose: bool, timeout: float | None, interrupt: "Interrupt"):
+        """Yield each run's record as it finishes. On an interrupt the runs in flight are stopped and yielded
+        `interrupted`; runs not yet started are not run."""
+        pending, running = list(specs), {}  # slot -> LocalRun
+        while pending or running:
+            while pending and len(running) < self.parallel and not interrupt.signal:
+                slot = min(set(range(self.parallel)) - set(running))
+                running[slot] = LocalRun(pending.pop(0), log_dir, verbose, self.env_for(slot))
+            interrupt.procs = [r.proc for r in running.values()]
+            for slot, run in list(running.items()):
+                reason = None
                 if interrupt.signal:
                     reason = "interrupted"
-                elif timeout and time.monotonic() - started > timeout:
+                elif timeout and time.monotonic() - run.started > timeout:
                     reason = f"timeout after {timeout:g} s"
-                if reason:
-                    _stop(proc)
-                    break
-                proc.join(POLL_S)
-        finally:
-            interrupt.proc = None
-            if proc.is_alive():  # an unexpected error here: never leave the worker behind
-                _killpg(proc, signal.SIGKILL)
-            proc.join()
-        if result_path.is_file():  # it finished after all (e.g. just as Ctrl-C came)
-            record = json.loads(result_path.read_text())
-        else:
-            record = _record_of_dead_worker(spec, partial_path(result_path), log_path, proc.exitcode, reason)
-    record.setdefault("info", {})["log"] = str(log_path)
-    return record
+                if reason and run.proc.is_alive():
+                    _stop(run.proc)
+                if not run.proc.is_alive():
+                    del running[slot]
+                    yield run.record(reason)
+            if interrupt.signal and not running:
+                return
+            if running:
+                from multiprocessing.connection import wait
+                wait([r.proc.sentinel for r in running.values()], timeout=POLL_S)
+        interrupt.procs = []
 
 
-def _record_of_dead_worker(spec: dict, partial: Path, log_path: Path, code: int, reason: str | None) -> dict:
-    if partial.is_file():  # identity, resolved model and device, environment: saved by the worker early on
-        record = json.loads(partial.read_text())
+def record_of_dead_worker(spec: dict, partial: dict | None, log: str, how: str, reason: str | None) -> dict:
+    """The record of a run whose worker left no result: what it saved early on (identity, resolved model and
+    device, environment), or the spec's identity; `failed` with how it died, or `interrupted`."""
+    if partial:
+        record = partial
     else:
         record = {k: spec.get(k) for k in IDENTITY}
         record.update(model=spec.get("model") or spec.get("default_model"), device=spec.get("device"),
-                      started_at=None, metrics={}, info={}, loss_curve=[], env={})
+                      config=spec.get("config", {}), started_at=None, metrics={}, info={}, loss_curve=[], env={})
     if reason == "interrupted":
         record.update(status="interrupted", error="stopped by the user (Ctrl-C or SIGTERM) before it finished")
     elif reason:
         record.update(status="failed", error=f"{reason} (--timeout)")
     else:
-        tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_path.is_file() else ""
-        last = " | ".join(line.strip() for line in tail.strip().splitlines()[-3:])[-300:]
-        record.update(status="failed", error=f"{_exit_reason(code)} and no result; log tail: {last or '(empty)'}")
+        last = " | ".join(line.strip() for line in log.strip().splitlines()[-3:])[-300:]
+        record.update(status="failed", error=f"{how} and no result; log tail: {last or '(empty)'}")
     record["finished_at"] = now()
     return record
 
 
 def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=None,
-             history_db: Path | None = None, timeout: float | None = None) -> Outcome:
-    """Run every spec in turn, storing each record the moment it exists. Stops early, cleanly, on SIGINT/SIGTERM.
-    Raises StorageFull when the disk fills up (the records stored before stay)."""
+             history_db: Path | None = None, timeout: float | None = None, executor=None) -> Outcome:
+    """Run every spec (on `executor`: LocalExecutor by default), storing each record the moment it exists.
+    Stops early, cleanly, on SIGINT/SIGTERM. Raises StorageFull when the disk fills up (the records stored
+    before stay)."""
     store = ResultStore(out_dir)
     outcome = Outcome()
+    executor = executor or LocalExecutor()
     with Interrupt() as interrupt:
-        bar = tqdm(specs, desc="runs", unit="run", disable=None, file=sys.stderr)
-        for spec in bar:
-            bar.set_postfix_str(f"{spec['task']} / {spec['method']} / seed {spec['seed']}")
-            record = run_one(spec, out_dir / "logs", verbose, timeout, interrupt)
+        bar = tqdm(total=len(specs), desc="runs", unit="run", disable=None, file=sys.stderr)
+        for record in executor.run(specs, out_dir / "logs", verbose, timeout, interrupt):
             store.append(record)  # stored at once: a later crash cannot lose it
             if history_db is not None:
                 _record_history(history_db, record, out_dir)
             outcome.records.append(record)
+            bar.update(1)
+            bar.set_postfix_str(f"{record['task']} / {record['method']} / seed {record['seed']}")
             if describe is not None:
                 tqdm.write(describe(record), file=sys.stderr)
-            if interrupt.signal:
-                outcome.interrupted = interrupt.signal
-                break
         bar.close()
+        outcome.interrupted = interrupt.signal
     return outcome
 
 

@@ -60,6 +60,8 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     budget = task.budget(spec["budget"])
     lr = faults.learning_rate(method.name, spec["lr"])  # resolved by the parent: it is part of the config id
     record["config"] = spec.get("config", {})
+    # What a reader of the record needs without the suite registry: the headline metric and the task's caveat.
+    record["info"]["task"] = {"metric": task.metric, "higher_is_better": True, "note": task.note}
     record["info"]["lr_source"] = spec.get("lr_source")
     ref = spec.get("model") or task.default_model
     record["model"] = ref
@@ -187,6 +189,8 @@ def _write_json(record: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("BENCH_TORCH_THREADS"):  # the run's CPU reservation (parallel or Ray runs)
+        torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
     record = run(spec, checkpoint=lambda r: _write_json(r, partial_path(argv[1])))
     _write_json(record, Path(argv[1]))
     return 0

@@ -144,8 +144,16 @@ def registered_task(suite: str, task: str):
         return None
 
 
+def recorded_task_info(records: list[dict]) -> dict:
+    """The headline metric and caveat the runs recorded (records from before they did: empty)."""
+    return next((r["info"]["task"] for r in reversed(records) if (r.get("info") or {}).get("task")), {})
+
+
 def headline_metric(suite: str, task: str, records: list[dict]) -> str | None:
-    """The task's declared metric; for a task no longer registered, the first quality metric recorded."""
+    """The metric the runs recorded as their headline; for older records the task's registered metric, else the
+    first quality metric recorded."""
+    if recorded_task_info(records).get("metric"):
+        return recorded_task_info(records)["metric"]
     if (registered := registered_task(suite, task)) is not None:
         return registered.metric
     for r in records:
@@ -164,11 +172,18 @@ def build_sections(records: list[dict]) -> list[Section]:
 
 
 def _section(key: dict, records: list[dict]) -> Section:
-    registered = registered_task(key["suite"], key["task"])
+    info = recorded_task_info(records)
+    registered = registered_task(key["suite"], key["task"]) if not info else None
     metric = headline_metric(key["suite"], key["task"], records)
     by_method: dict[str, list[dict]] = {}
+    configs: dict[str, set] = {}
     for r in records:
-        by_method.setdefault(str(r.get("method")), []).append(r)
+        configs.setdefault(str(r.get("method")), set()).add(r.get("config_id"))
+    for r in records:  # one row per configuration: a method run under two configurations gets two rows
+        label = str(r.get("method"))
+        if len(configs[label]) > 1:
+            label += f" (config {r.get('config_id') or 'unrecorded'})"
+        by_method.setdefault(label, []).append(r)
     columns = ([Column(metric, metric, headline=True)] if metric else []) + \
         [Column(m, label) for m, label in COST_COLUMNS.items()]
     rows = []
@@ -180,7 +195,7 @@ def _section(key: dict, records: list[dict]) -> Section:
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best_methods(rows, columns),
-                   env=environment(key, records), note=registered.note if registered else "")
+                   env=environment(key, records), note=info.get("note") or (registered.note if registered else ""))
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:
@@ -217,7 +232,7 @@ def environment(key: dict, records: list[dict]) -> list[tuple[str, str]]:
                            for e in envs if e.get("hostname"))),
         ("git commit", _distinct(e.get("git_commit") for e in envs)),
         ("model", key["model"]),
-        ("budget", key["budget"] + _budget_definition(key)),
+        ("budget", key["budget"] + _budget_definition(key, records)),
         ("data used", _distinct(
             ", ".join(f"{n} {r['metrics'][n]:g}" for n in ("train_examples", "eval_examples", "steps")
                       if n in r["metrics"]) for r in ok)),
@@ -240,7 +255,10 @@ def _span(times: list[str]) -> str:
     return times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
 
 
-def _budget_definition(key: dict) -> str:
+def _budget_definition(key: dict, records: list[dict]) -> str:
+    recorded = next((r["config"]["budget"] for r in reversed(records) if (r.get("config") or {}).get("budget")), None)
+    if recorded:
+        return " (" + ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "name") + ")"
     task = registered_task(key["suite"], key["task"])
     if task is None or key["budget"] not in task.budgets:
         return ""

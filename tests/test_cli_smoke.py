@@ -83,9 +83,8 @@ def test_long_table_has_units_and_records_hold_env(smoke_run):
 
 
 def test_a_failing_method_is_a_failed_row_and_the_others_complete(tmp_path):
-    # Workers start cold here (the default), as for users; the other tests fork them from a warm server.
     proc = run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,lora,bitfit",
-                     "--out", str(tmp_path), env={"BENCH_FAULT": "raise:lora,kill:bitfit", "BENCH_WORKER_START": "spawn"})
+                     "--out", str(tmp_path), env={"BENCH_FAULT": "raise:lora,kill:bitfit"})
     assert proc.returncode == 0, proc.stderr
     wide = pd.read_csv(tmp_path / "results_wide.csv").set_index("method")
     assert wide.loc["head", "status"] == "ok"
@@ -97,9 +96,6 @@ def test_a_failing_method_is_a_failed_row_and_the_others_complete(tmp_path):
     from reports.sections import build_sections
     (section,) = build_sections(load_records([tmp_path])[0])
     assert sorted(row.method for row in section.rows) == ["bitfit", "head", "lora"]
-    # --strict: one failed run fails the grid (head ok, lora failed again: re-run, or the folder would be resumed).
-    assert run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,lora", "--rerun",
-                     "--out", str(tmp_path), "--strict", "--no-report", env={"BENCH_FAULT": "raise:lora"}).returncode == 1
 
 
 @pytest.mark.parametrize("args, bad", [

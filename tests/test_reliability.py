@@ -159,3 +159,17 @@ def test_a_model_folder_without_weights_names_the_folder(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(resolve.ResolveError, match="has no config.json"):
         resolve.model_path(str(tmp_path), None)
+
+
+def test_parallel_runs_share_the_cores_and_give_every_row(tmp_path):
+    # Workers start cold here (the default, as for users); the other tests fork them from a warm server.
+    proc = run_bench(*SMOKE, "--methods", "head,lora,bitfit", "--parallel", "2", "--out", str(tmp_path),
+                     "--no-report", "--strict", env={"BENCH_WORKER_START": "spawn", "BENCH_FAULT": "raise:bitfit"})
+    assert proc.returncode == 1  # --strict: one failed run fails the grid, which still runs to the end
+    records = {r["method"]: r for r in _lines(tmp_path)}
+    assert [records[m]["status"] for m in ("head", "lora", "bitfit")] == ["ok", "ok", "failed"], proc.stderr
+    assert {records[m]["env"]["torch_threads"] for m in ("head", "lora")} == {max(1, (os.cpu_count() or 1) // 2)}
+    bad = run_bench(*SMOKE, "--parallel", "0", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "bad --parallel 0" in bad.stderr
+    stray = run_bench(*SMOKE, "--cpus-per-run", "1", "--out", str(tmp_path / "y"))
+    assert stray.returncode == 2 and "need --executor ray" in stray.stderr

@@ -97,7 +97,7 @@ def _append_many(folder, n, tag):
 
 
 def test_concurrent_appends_lose_no_record(tmp_path):
-    procs = [mp.get_context("spawn").Process(target=_append_many, args=(tmp_path, 50, t)) for t in "ab"]
+    procs = [mp.get_context("fork").Process(target=_append_many, args=(tmp_path, 50, t)) for t in "ab"]
     for p in procs:
         p.start()
     for p in procs:

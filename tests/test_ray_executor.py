@@ -1,0 +1,89 @@
+"""`--executor ray` (skipped without Ray; CI installs the extra): same rows as local, faults as failed rows,
+GPUs handed out one per run, Ctrl-C leaves tables and no process behind."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bench.store import ResultStore
+from conftest import REPO, run_bench, smoke_table
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {**RAY_ENV, "RAY_TMPDIR": str(tmp)}.items():
+            mp.setenv(k, v)
+        yield
+
+
+def _workers() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "bench.worker" in line]
+
+
+def test_a_smoke_grid_on_ray_gives_the_rows_local_gives(ray_env, smoke_grid, tmp_path):
+    proc = run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "full,lora",
+                     "--executor", "ray", "--cpus-per-run", "1", "--out", str(tmp_path), "--no-report", check=True)
+    ray_rows = pd.read_parquet(tmp_path / "results_wide.parquet").set_index("method")
+    local = smoke_table(smoke_grid, "sentiment").set_index("method").loc[ray_rows.index]
+    assert (ray_rows.status == "ok").all(), ray_rows[["status", "error"]]
+    assert (ray_rows.config_id == local.config_id).all()  # the same configurations ...
+    assert (ray_rows.accuracy == local.accuracy).all()  # ... give the same results
+    assert (ray_rows.trainable_params == local.trainable_params).all()
+    records = ResultStore(tmp_path).records()
+    assert all(r["info"]["executed_on"]["cpus"] == 1 and r["info"]["executed_on"]["hostname"] for r in records)
+    assert all(r["env"]["torch_threads"] == 1 for r in records)  # threads follow the reservation
+    assert not _workers(), proc.stderr
+
+
+def test_faults_are_failed_rows_and_gpus_are_handed_out_one_per_run(ray_env, tmp_path):
+    """In-process, on an embedded instance with two fake GPUs: a killed run, a crashed Ray worker, a good run."""
+    from bench.cli import build_parser, configure
+    from bench.ray_executor import RayExecutor
+    from bench.runner import plan, run_grid
+    import methods
+    from suites import get_task
+    args = build_parser().parse_args(["run", "--suite", "smoke", "--device", "cpu"])
+    task = get_task("smoke", "sentiment")
+    runs = [configure(task, m, {}, args, None, None) for m in methods.resolve(["head", "lora", "bitfit"])]
+    os.environ["BENCH_FAULT"] = "kill:lora,killparent:bitfit"
+    try:
+        executor = RayExecutor(cpus_per_run=1, gpus_per_run=1, init_kwargs={"num_gpus": 2})
+        outcome = run_grid(plan(runs, [0]), tmp_path, executor=executor)
+    finally:
+        del os.environ["BENCH_FAULT"]
+    by = {r["method"]: r for r in outcome.records}
+    assert by["head"]["status"] == "ok"
+    assert by["lora"]["status"] == "failed" and "killed by SIGKILL" in by["lora"]["error"]
+    assert by["bitfit"]["status"] == "failed" and "WorkerCrashedError" in by["bitfit"]["error"]
+    devices = {by[m]["info"]["executed_on"]["cuda_visible_devices"] for m in ("head", "lora")}
+    assert devices <= {"0", "1"} and by["head"]["info"]["executed_on"]["gpus"] == 1
+    assert len(ResultStore(tmp_path).records()) == 3 and not ray.is_initialized()
+
+
+def test_ctrl_c_on_ray_writes_the_tables_and_leaves_no_process(ray_env, tmp_path):
+    args = ["run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head,lora", "--executor", "ray",
+            "--cpus-per-run", "1", "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "BENCH_FAULT": "hang:lora,hang:head"})
+    deadline = time.monotonic() + 120
+    while len(_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert {r["status"] for r in ResultStore(tmp_path).records()} == {"interrupted"}
+    assert (tmp_path / "results_wide.csv").is_file() and (tmp_path / "report.html").is_file()
+    time.sleep(3)
+    assert not _workers()
