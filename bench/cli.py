@@ -68,10 +68,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import new_invocation_id, plan, run_grid, warm_up
-    from bench.store import ResultStore, latest_folder, latest_runs
     import methods
-    from reports.tables import format_summary, summary, write_tables
     from suites import BUDGETS, get_suite
 
     tasks = get_suite(args.suite)
@@ -83,6 +80,10 @@ def cmd_run(args) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UnknownName(f"bad --timeout {args.timeout:g} (expected a number of seconds > 0)")
     executor = make_executor(args)
+    # Names are valid: only now the heavier imports (pandas; torch in the workers).
+    from bench.runner import new_invocation_id, plan, run_grid, warm_up
+    from bench.store import ResultStore, latest_folder, latest_runs
+    from reports.tables import format_summary, summary, write_tables
     lrs = _lrs(args.lr)
     for name in lrs:
         if name != "*":

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from bench import identity, resolve
 from bench.errors import DataError, SkipRun, UnknownName
 
@@ -34,7 +32,7 @@ class Budget:
         return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
 
 
-Batch = dict[str, torch.Tensor]
+Batch = dict  # input name -> torch.Tensor (torch is imported where it is used: naming a task needs none)
 
 
 @dataclass
@@ -187,7 +185,7 @@ def length_grouped(lengths: list[int], batch_size: int, rng: random.Random, pool
     return batches
 
 
-def to_device(batch: Batch, device: torch.device) -> Batch:
+def to_device(batch: Batch, device) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
 
 

@@ -17,8 +17,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from suites.base import Batch, Budget, Task
@@ -55,6 +53,8 @@ class ImagePreprocessing:
     def to_uint8(self, image: Image.Image, res: int, center_crop: bool) -> torch.Tensor:
         """[3, S, S] uint8: shorter side resized to `resized_side(res)`, long side centre-cropped to a square;
         with `center_crop` the centre `res` x `res` of that (what evaluation sees)."""
+        import numpy as np
+        import torch
         side = self.resized_side(res)
         image = ImageOps.fit(image.convert("RGB"), (side, side), method=self.resample)
         if center_crop and side != res:
@@ -64,6 +64,7 @@ class ImagePreprocessing:
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> float32, (x * rescale - mean) / std per channel."""
+        import torch
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (pixels.float() * self.rescale - mean) / std
@@ -71,6 +72,7 @@ class ImagePreprocessing:
 
 def random_crop_flip(pixels: torch.Tensor, res: int, generator: torch.Generator) -> torch.Tensor:
     """A random `res` x `res` window of each image, each mirrored left-right with probability 1/2."""
+    import torch
     n, _, height, width = pixels.shape
     tops = torch.randint(0, height - res + 1, (n,), generator=generator).tolist()
     lefts = torch.randint(0, width - res + 1, (n,), generator=generator).tolist()
@@ -83,6 +85,7 @@ def random_crop_flip(pixels: torch.Tensor, res: int, generator: torch.Generator)
 
 
 def is_batchnorm(module: torch.nn.Module) -> bool:
+    import torch
     return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
 
 
@@ -112,6 +115,7 @@ class ImageClassificationTask(Task):
         return examples
 
     def collate(self, examples: list[dict], prep: ImagePreprocessing) -> Batch:
+        import torch
         return {"pixel_values": prep.normalise(torch.stack([e["pixel_values"] for e in examples])),
                 "labels": torch.tensor([e["labels"] for e in examples])}
 
@@ -119,6 +123,7 @@ class ImageClassificationTask(Task):
         return 1  # every image has the same size: nothing to group by
 
     def train_batches(self, examples: list[dict], prep: ImagePreprocessing, budget: Budget, seed: int):
+        import torch
         generator = torch.Generator().manual_seed(seed)
         spent, count = 0.0, 0
         batches = super().train_batches(examples, prep, budget, seed)
@@ -143,6 +148,7 @@ class ImageClassificationTask(Task):
                 module.eval()
 
     def after_method(self, model: torch.nn.Module) -> None:
+        import torch
         for module in model.modules():
             base = getattr(module, "base_layer", None)
             if isinstance(base, torch.nn.Conv2d) and not isinstance(module, torch.nn.Conv2d):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from suites.base import Batch, Budget, Task, to_device
 
 
@@ -29,13 +27,14 @@ class TextClassificationTask(Task):
     def collate(self, examples: list[dict], tokenizer) -> Batch:
         return dict(tokenizer.pad(examples, return_tensors="pt"))
 
-    @torch.inference_mode()
-    def evaluate(self, model, batches: list[Batch], device: torch.device) -> dict:
+    def evaluate(self, model, batches: list[Batch], device) -> dict:
+        import torch
         preds, golds = [], []
-        for batch in batches:
-            batch = to_device(batch, device)
-            golds.append(batch.pop("labels").cpu())
-            preds.append(model(**batch).logits.argmax(-1).cpu())
+        with torch.inference_mode():
+            for batch in batches:
+                batch = to_device(batch, device)
+                golds.append(batch.pop("labels").cpu())
+                preds.append(model(**batch).logits.argmax(-1).cpu())
         pred, gold = torch.cat(preds), torch.cat(golds)
         # The majority-class rate is what a constant predictor scores: near it, a run learned nothing.
         return {"accuracy": float((pred == gold).float().mean()),

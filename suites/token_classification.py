@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from suites.base import Batch, Budget, Task, to_device
 
 IGNORE = -100  # label of padding and of non-first word pieces (cross-entropy's ignore_index)
@@ -112,8 +110,12 @@ class TokenClassificationTask(Task):
             batches.append(batch)
         return batches
 
-    @torch.inference_mode()
-    def evaluate(self, model, batches: list[Batch], device: torch.device) -> dict:
+    def evaluate(self, model, batches: list[Batch], device) -> dict:
+        import torch
+        with torch.inference_mode():
+            return self._evaluate(model, batches, device)
+
+    def _evaluate(self, model, batches: list[Batch], device) -> dict:
         names = self.label_names
         outside = names.index("O")
         gold, pred = [], []
@@ -136,6 +138,7 @@ class TokenClassificationTask(Task):
         return {**entity_scores(gold, pred), "truncated_words": truncated, "empty_words": empty}
 
 
-def padded(rows: list[list[int]], width: int, left: bool = False) -> torch.Tensor:
+def padded(rows: list[list[int]], width: int, left: bool = False):
+    import torch
     pad = [[IGNORE] * (width - len(r)) for r in rows]
     return torch.tensor([p + r if left else r + p for r, p in zip(rows, pad)], dtype=torch.long)

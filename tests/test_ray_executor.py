@@ -87,3 +87,43 @@ def test_ctrl_c_on_ray_writes_the_tables_and_leaves_no_process(ray_env, tmp_path
     assert (tmp_path / "results_wide.csv").is_file() and (tmp_path / "report.html").is_file()
     time.sleep(3)
     assert not _workers()
+
+
+def test_a_killed_node_is_a_failed_row_and_the_other_run_completes(ray_env, tmp_path):
+    """A two-node cluster (ray.cluster_utils.Cluster), one run on each; the second node dies mid-run."""
+    import threading
+
+    from ray.cluster_utils import Cluster
+
+    from bench.cli import build_parser, configure
+    from bench.ray_executor import RayExecutor
+    from bench.runner import plan, run_grid
+    import methods
+    from suites import get_task
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    second = cluster.add_node(num_cpus=1)
+    args = build_parser().parse_args(["run", "--suite", "smoke", "--device", "cpu"])
+    runs = [configure(get_task("smoke", "sentiment"), m, {}, args, None, None)
+            for m in methods.resolve(["head", "lora"])]
+    os.environ["BENCH_FAULT"] = "sleep:head:0.3,sleep:lora:0.3"  # ~10 s of training each: time to kill a node
+
+    def kill_the_second_node():
+        deadline = time.monotonic() + 90
+        while len(_workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cluster.remove_node(second)
+
+    killer = threading.Thread(target=kill_the_second_node)
+    try:
+        ray.init(address=cluster.address)
+        killer.start()
+        outcome = run_grid(plan(runs, [0]), tmp_path, executor=RayExecutor(cpus_per_run=1, gpus_per_run=0))
+    finally:
+        del os.environ["BENCH_FAULT"]
+        killer.join()
+        ray.shutdown()
+        cluster.shutdown()
+    statuses = sorted((r["status"], r.get("error") or "") for r in outcome.records)
+    assert [s for s, _ in statuses] == ["failed", "ok"], statuses
+    assert "Ray task failed" in statuses[0][1] and ("NodeDiedError" in statuses[0][1]
+                                                    or "WorkerCrashedError" in statuses[0][1]), statuses
