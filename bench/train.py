@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from bench import faults
 from bench.measure import StepTimer
 from suites.base import to_device
 
@@ -66,7 +65,6 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
             method.on_step(model, step)  # AdaLoRA: after step(), before zero_grad()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            faults.after_step(method.name)
         if timed:
             stats.timed_steps += 1
             stats.timed_examples += len(batch["labels"])

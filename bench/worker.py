@@ -56,9 +56,9 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     record["env"] = environment(device)
     seed_everything(spec["seed"])
     task = get_task(spec["suite"], spec["task"])
-    method = build(MethodSpec(**spec["method_spec"]))
+    method = faults.wrap(build(MethodSpec(**spec["method_spec"])))  # the method itself unless a test injects faults
     budget = task.budget(spec["budget"])
-    lr = faults.learning_rate(method.name, spec["lr"])  # resolved by the parent: it is part of the config id
+    lr = spec["lr"]  # resolved by the parent: it is part of the config id
     record["config"] = spec.get("config", {})
     # What a reader of the record needs without the suite registry: the headline metric and the task's caveat.
     record["info"]["task"] = {"metric": task.metric, "higher_is_better": True, "note": task.note}
@@ -86,7 +86,6 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
                    train_examples=len(train_examples), eval_examples=len(eval_examples))
     if method.uses_peft:  # checked equal to ours when the method was applied
         metrics["peft_trainable_params"], _ = model.get_nb_trainable_parameters()
-    faults.before_training(method.name)
 
     peak = PeakMemory(device)
     metrics["rss_loaded_mb"] = current_rss_mb()
