@@ -26,6 +26,7 @@ COST_COLUMNS = {
     "train_examples_per_s": "train throughput",
     "latency_p50_ms": "latency p50",
     "latency_p95_ms": "latency p95",
+    "latency_merged_p50_ms": "latency p50 merged",
     "adapter_size_mb": "adapter size",
 }
 SECTION_KEYS = ("suite", "task", "budget", "model", "device")

@@ -17,6 +17,7 @@ SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "train tok/s": "train_tokens_per_s",
     "p50 ms": "latency_p50_ms",
     "p95 ms": "latency_p95_ms",
+    "merged p50 ms": "latency_merged_p50_ms",
     "size MB": "adapter_size_mb",
     "wall s": "wall_time_s",
 }
