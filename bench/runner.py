@@ -5,8 +5,9 @@ from taking the grid down: a worker that dies without a result still gets a `fai
 the record the worker saved once its model and device were resolved. See `start_method` for how a
 worker process starts.
 
+The local executor runs one process per run, `--parallel N` at a time (bench/ray_executor.py is the other).
 Workers run in a session of their own, so a terminal's Ctrl-C reaches only this process: the first
-SIGINT/SIGTERM stops the run in flight (recorded `interrupted`) and ends the grid cleanly; a second one
+SIGINT/SIGTERM stops the runs in flight (recorded `interrupted`) and ends the grid cleanly; a second one
 exits at once. A worker also dies with its parent (PR_SET_PDEATHSIG), so none is ever orphaned.
 """
 from __future__ import annotations
