@@ -90,6 +90,8 @@ def family(model: torch.nn.Module) -> str:
 
 
 def attention_pair(model: torch.nn.Module) -> list[str] | None:
+    """The query/value projections among the model's linear layers, by their own names (renamed architectures
+    keep working); the `attention` target keyword of a method file."""
     linear_leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     for pair in (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"]):
         if set(pair) <= linear_leaves:
@@ -131,14 +133,6 @@ def count_params(model: torch.nn.Module, heads: list[str]) -> dict:
                 head += n
     return {"trainable_params": trainable, "total_params": total,
             "trainable_pct": 100.0 * trainable / total, "head_params": head}
-
-
-def lora_targets(model: torch.nn.Module) -> list[str] | str:
-    """Attention projections for transformers, pointwise convs for CNNs, else all linear layers.
-
-    Picked from the model's own module names so that renamed architectures keep working.
-    """
-    return attention_pair(model) or pointwise_convs(model) or "all-linear"
 
 
 def pointwise_convs(model: torch.nn.Module) -> list[str]:

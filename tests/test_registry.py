@@ -3,7 +3,7 @@ import torch
 
 from bench.errors import UnknownName
 from methods import METHODS, get_method
-from methods.base import count_params, head_names, lora_targets
+from methods.base import attention_pair, count_params, family, head_names
 from suites import SUITES, get_suite, get_task
 from suites.smoke import tiny_bert_dir
 
@@ -36,9 +36,9 @@ def _tiny_model():
     return AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2)
 
 
-def test_lora_targets_and_head_are_found_from_the_model():
+def test_targets_family_and_head_are_found_from_the_model():
     model = _tiny_model()
-    assert lora_targets(model) == ["query", "value"]
+    assert attention_pair(model) == ["query", "value"] and family(model) == "transformer"
     assert head_names(model) == ["classifier"]
 
 
