@@ -90,8 +90,8 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
         for metric in [m for m in b if m not in c and _metric_selected(m, metrics)]:
             rows.append({**ident, "metric": metric, "verdict": "vanished",
                          "note": f"{metric} was recorded by the baseline, not by the candidate"})
-        other_hardware = [f"{h}: {_hardware(b_ok, h)} vs {_hardware(c_ok, h)}" for h in HARDWARE
-                          if _hardware(b_ok, h) != _hardware(c_ok, h)]
+        other_hardware = [f"{h}: {_distinct(b_ok, h, 'env')} vs {_distinct(c_ok, h, 'env')}" for h in HARDWARE
+                          if _distinct(b_ok, h, "env") != _distinct(c_ok, h, "env")]
         for metric in [m for m in b if m in c and _metric_selected(m, metrics)]:
             v, allowed = verdict(metric, b[metric]["mean"], b[metric]["std"], c[metric]["mean"], c[metric]["std"],
                                  thresholds)
@@ -133,12 +133,9 @@ def _config_changes(baseline: list[dict], candidate: list[dict]) -> str | None:
                else "the recorded configurations differ"))
 
 
-def _hardware(records: list[dict], name: str) -> str:
-    return ",".join(sorted({str((r.get("env") or {}).get(name)) for r in records}))
-
-
-def _distinct(records: list[dict], column: str) -> str:
-    return ",".join(sorted({str(r.get(column)) for r in records}))
+def _distinct(records: list[dict], column: str, within: str | None = None) -> str:
+    """The distinct values of a record field (or of a field of `within`, e.g. env), joined."""
+    return ",".join(sorted({str(((r.get(within) or {}) if within else r).get(column)) for r in records}))
 
 
 def _by_metric(stats: pd.DataFrame, key: tuple) -> dict[str, dict]:

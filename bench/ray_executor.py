@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench.errors import UnknownName
-from bench.runner import LOG_TAIL_CHARS, POLL_S, _exit_reason, partial_path, record_of_dead_worker
+from bench.runner import LOG_TAIL_CHARS, POLL_S, _exit_reason, log_name, partial_path, record_of_dead_worker
 
 # The driver's settings a worker on another node needs (offline flags, caches, fault injection in tests).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_DATASETS_CACHE", "BENCH_CACHE_DIR",
@@ -129,7 +129,7 @@ class RayExecutor:
     def _record(self, ref, spec: dict, log_dir: Path) -> dict:
         ray = self.ray
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{spec['task']}-{spec['method']}-seed{spec['seed']}-{spec['run_id'][:8]}.log"
+        log_path = log_dir / log_name(spec)
         try:
             out = ray.get(ref)
         except Exception as exc:  # the Ray side failed: WorkerCrashedError, NodeDiedError, OutOfMemoryError, ...

@@ -48,6 +48,11 @@ def partial_path(result_path: str | os.PathLike) -> Path:
     return Path(result_path).with_suffix(".partial.json")
 
 
+def log_name(spec: dict) -> str:
+    """A run's log file name, the same whichever executor ran it."""
+    return f"{spec['task']}-{spec['method']}-seed{spec['seed']}-{spec['run_id'][:8]}.log"
+
+
 def new_invocation_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -189,7 +194,7 @@ class LocalRun:
     def __init__(self, spec: dict, log_dir: Path, verbose: bool, env: dict):
         self.spec, self.env = spec, env
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{spec['task']}-{spec['method']}-seed{spec['seed']}-{spec['run_id'][:8]}.log"
+        self.log_path = log_dir / log_name(spec)
         self.log_path.write_text("")
         self.tmp = tempfile.TemporaryDirectory()
         self.spec_path, self.result_path = Path(self.tmp.name) / "spec.json", Path(self.tmp.name) / "result.json"

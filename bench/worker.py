@@ -6,7 +6,6 @@ Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Always 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -61,7 +60,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     lr = spec["lr"]  # resolved by the parent: it is part of the config id
     record["config"] = spec.get("config", {})
     # What a reader of the record needs without the suite registry: the headline metric and the task's caveat.
-    record["info"]["task"] = {"metric": task.metric, "higher_is_better": True, "note": task.note}
+    record["info"]["task"] = {"metric": task.metric, "note": task.note}
     record["info"]["lr_source"] = spec.get("lr_source")
     ref = spec.get("model") or task.default_model
     record["model"] = ref
@@ -136,20 +135,11 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
 def saved_sizes(folder: Path) -> dict:
     """Tensor bytes of what the method saved (the fair size: peft also writes a model card and JSON, which
     made a 3 kB head look larger than a 10 kB config file), and the whole folder beside it."""
-    from safetensors import safe_open
-    tensor_bytes = 0
-    for path in folder.rglob("*.safetensors"):
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
-                t = f.get_slice(name)
-                tensor_bytes += math.prod(t.get_shape()) * DTYPE_BYTES[t.get_dtype()]
+    from safetensors.torch import load_file
+    tensor_bytes = sum(t.nbytes for path in folder.rglob("*.safetensors") for t in load_file(path).values())
     folder_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return {"adapter_size_mb": tensor_bytes / 2**20, "adapter_tensor_mb": tensor_bytes / 2**20,
             "adapter_folder_mb": folder_bytes / 2**20}
-
-
-DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-               "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @torch.inference_mode()

@@ -21,7 +21,6 @@ become the method (kind peft).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +64,6 @@ class MethodSpec:
         return {"name": self.name, "kind": self.kind, "peft_type": self.peft_type, "config": self.config,
                 "targets": self.targets, "family_config": self.family_config, "quantize_base": self.quantize_base,
                 "lr": self.lr}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.declared(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def key_hyperparameters(self) -> str:
         keys = ("r", "init_r", "target_r", "lora_alpha", "use_dora", "use_rslora", "init_lora_weights",

@@ -59,7 +59,7 @@ def test_set_overrides_and_sweeps_expand_into_labelled_configurations():
     assert [s.label for s in swept] == ["lora[r=4,lr=0.001]", "lora[r=8,lr=0.001]", "lora[r=16,lr=0.001]", "head"]
     assert [s.config["r"] for s in swept[:3]] == [4, 8, 16] and swept[0].lr == 1e-3
     assert methods.METHODS["lora"].config["r"] == 8  # the registry is untouched
-    assert len({s.digest() for s in swept}) == 4
+    assert len({json.dumps(s.declared(), sort_keys=True) for s in swept}) == 4
     for bad, message in [(["dora.r=4"], "not among those run"), (["lora.r"], "bad --set")]:
         with pytest.raises(UnknownName, match=message):
             methods.resolve(["lora"], bad)
