@@ -191,7 +191,7 @@ def records(path: str | os.PathLike, **filters) -> list[dict]:
     out = []
     for row in frame.to_dict("records"):
         record = {k: v for k, v in row.items() if k not in JSON_COLUMNS}
-        record.update({k: json.loads(row[k]) if row[k] else {} for k in JSON_COLUMNS})
+        record.update({k: json.loads(row[k]) if isinstance(row[k], str) and row[k] else {} for k in JSON_COLUMNS})
         record["seed"] = None if pd.isna(row["seed"]) else int(row["seed"])
         record["metrics"] = by_run.get(row["run_id"], {})
         out.append(record)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 IDENTITY = ("run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget")  # in every record
 PRECISION = "fp32"
+OPTIMIZER = "adamw-fused"  # bench/train.py falls back to foreach (and records it) where fused cannot run
 _file_hashes: dict[tuple, str] = {}
 
 
@@ -32,7 +33,8 @@ def run_config(task, method, lr: float, budget: str, model_ref: str | None, mode
     return {"suite": task.suite, "task": task.name, "method": method.declared(), "lr": lr, "budget":
             {"name": budget, **dataclasses.asdict(task.budget(budget))},
             "model": task.model_identity(model_ref or task.default_model, model_dir),
-            "data": task.data_identity(data_dir), "device": device, "precision": PRECISION}
+            "data": task.data_identity(data_dir), "device": device, "precision": PRECISION,
+            "optimizer": OPTIMIZER}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

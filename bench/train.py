@@ -1,4 +1,9 @@
-"""The one training loop every method shares: plain PyTorch, AdamW, linear warm-up/decay."""
+"""The one training loop every method shares: plain PyTorch, AdamW, linear warm-up/decay.
+
+AdamW is torch's fused implementation wherever it runs (CPU and CUDA in this torch): the default foreach
+step plus clipping took 97 of a 233 ms full fine-tuning step on MiniLM, the fused one 31 ms (STACK.md), and
+HF Trainer, what users would run instead, uses it too. The choice is recorded in every run's config id.
+"""
 from __future__ import annotations
 
 import time
@@ -25,11 +30,19 @@ class TrainStats:
     timed_cpu_s: float = 0.0
     timed_data_s: float = 0.0  # producing the timed steps' batches (decode, augment, collate), outside the step timer
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    optimizer: str = ""  # the AdamW implementation that ran
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for sequence ([B, C] vs [B]) and token ([B, T, C] vs [B, T]) classification."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def optimizer_kwargs(params: list, device: torch.device) -> dict:
+    """fused=True where every trainable tensor is a floating-point tensor on a device fused AdamW supports."""
+    ok = device.type in ("cpu", "cuda") and all(p.is_floating_point() and p.device.type == device.type
+                                                for p in params)
+    return {"fused": True} if ok else {"foreach": True}
 
 
 def fetch_timed(batches: Iterable) -> Iterator[tuple[object, float]]:
@@ -47,10 +60,10 @@ def fetch_timed(batches: Iterable) -> Iterator[tuple[object, float]]:
 def train(model, batches, *, task, method, total_steps: int, lr: float, device: torch.device,
           warmup_steps: int, log_every: int, progress=None) -> TrainStats:
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, **optimizer_kwargs(params, device))
+    stats = TrainStats(optimizer="adamw-fused" if optimizer.defaults.get("fused") else "adamw-foreach")
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
     timer = StepTimer(device)
-    stats = TrainStats()
     task.train_mode(model)
     running = []
     for step, (batch, data_s) in enumerate(fetch_timed(batches), start=1):

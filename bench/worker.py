@@ -99,6 +99,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     metrics["peak_rss_increase_mb"] = metrics["peak_rss_mb"] - metrics["rss_loaded_mb"]
     record["info"]["peak_memory_source"] = peak.source
     record["loss_curve"] = stats.loss_curve
+    record["info"]["optimizer"] = stats.optimizer
     metrics.update(train_loss=stats.final_loss, train_task_loss=stats.final_task_loss,
                    timed_steps=stats.timed_steps, train_wall_s=stats.timed_wall_s, train_cpu_s=stats.timed_cpu_s,
                    train_data_s=stats.timed_data_s)
