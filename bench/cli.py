@@ -1,4 +1,5 @@
-"""Command line: `python -m bench {list,run}`. Bad names exit 2 with a one-line message."""
+"""Command line: `python -m bench {list,run,tune,report,history,compare,recommend}`. Bad names exit 2 with a
+one-line message."""
 from __future__ import annotations
 
 import argparse
@@ -67,46 +68,69 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def _common(args):
+    """Names checked torch-free, then (tasks, method specs, --lr map, executor)."""
     import methods
     from suites import BUDGETS, get_suite
 
     tasks = get_suite(args.suite)
     task_names = _pick(args.tasks, [t.name for t in tasks], f"task in suite {args.suite}")
     method_specs = methods.resolve(args.methods or list(methods.METHODS), args.set)
-    method_names = [m.label for m in method_specs]
     if args.budget not in BUDGETS:
         raise UnknownName(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
     if args.timeout is not None and args.timeout <= 0:
         raise UnknownName(f"bad --timeout {args.timeout:g} (expected a number of seconds > 0)")
-    executor = make_executor(args)
-    # Names are valid: only now the heavier imports (pandas; torch in the workers).
-    from bench.runner import new_invocation_id, plan, run_grid, warm_up
-    from bench.store import ResultStore, latest_folder, latest_runs
-    from reports.tables import format_summary, summary, write_tables
-    lrs = _lrs(args.lr)
+    lrs = _lrs(getattr(args, "lr", None))
     for name in lrs:
         if name != "*":
-            _pick([name], list(dict.fromkeys([m.name for m in method_specs] + method_names)), "method in --lr")
+            _pick([name], list(dict.fromkeys([m.name for m in method_specs] + [m.label for m in method_specs])),
+                  "method in --lr")
+    return [t for t in tasks if t.name in task_names], method_specs, lrs, make_executor(args)
+
+
+def _output(args, kind: str):
+    """(results folder, the newest earlier record of each run in it, invocation id)."""
+    from bench.runner import new_invocation_id
+    from bench.store import ResultStore, latest_folder, latest_runs
     out = args.out
     if out is None and args.resume:
-        out = latest_folder(DEFAULT_OUT, args.suite)
+        out = latest_folder(DEFAULT_OUT, args.suite, tuning=kind.startswith("tune-"))
         if out is None:
-            raise UnknownName(f"--resume: no results folder of suite {args.suite!r} under {str(DEFAULT_OUT)!r} "
+            raise UnknownName(f"--resume: no results folder of suite {kind!r} under {str(DEFAULT_OUT)!r} "
                               f"(pass --out FOLDER)")
-    earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") == args.suite] if out else []
+    suite = args.suite
+    earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") == suite] if out else []
     # A folder is one invocation: resuming it keeps its id, so history and `bench compare` see one grid.
     invocation = earlier[-1]["invocation"] if earlier and earlier[-1].get("invocation") else new_invocation_id()
-    out = Path(out or DEFAULT_OUT / f"{invocation}-{args.suite}")
+    return Path(out or DEFAULT_OUT / f"{invocation}-{kind}"), earlier, invocation
+
+
+def cmd_run(args) -> int:
+    tasks, method_specs, lrs, executor = _common(args)
+    out, earlier, invocation = _output(args, args.suite)
     data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
-    runs = [configure(task, m, lrs, args, data_dir, model_dir) for task in tasks if task.name in task_names
-            for m in method_specs]
+    runs = [configure(task, m, lrs, args, data_dir, model_dir) for task in tasks for m in method_specs]
+    code, _ = _execute(args, tasks, runs, out, earlier, invocation, executor)
+    return code
+
+
+def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invocation: str, executor,
+             tuning: bool = False) -> tuple[int, list[dict]]:
+    """Run what is left of a grid into `out`, store and summarise it; (exit code, the folder's newest records).
+    Tuning grids stay out of the history and the reports: their dev scores are not results."""
+    from bench import predictions
+    from bench.runner import plan, run_grid, warm_up
+    from bench.store import ResultStore, latest_runs
+    from reports.tables import format_summary, summary, write_tables
     specs = plan(runs, args.seeds, invocation)
+    for spec in specs:
+        spec["predictions_rel"] = predictions.relative_path(spec["run_id"])
+        spec["predictions_path"] = str((out / spec["predictions_rel"]).resolve())
     mode = "rerun" if args.rerun else "rerun-failed" if args.rerun_failed else "resume"
     todo, skipped = select_runs(specs, earlier, mode)
     if todo:
         warm_up()  # a fork server (if used) imports the worker's libraries while this process gets ready
-    metric_of = {t.name: t.metric for t in tasks}
+    metric_of = {t.name: ("dev_" if tuning else "") + t.metric for t in tasks}
 
     def describe(r: dict) -> str:
         m = r["metrics"]
@@ -115,22 +139,25 @@ def cmd_run(args) -> int:
             return f"{head} - {r['error']}"
         metric = metric_of[r["task"]]
         return (f"{head}  {metric}={m.get(metric, float('nan')):.4f}  trainable={m['trainable_pct']:.3g}%  "
-                f"peak={m['peak_rss_mb']:.0f}MB  {m.get('train_examples_per_s', float('nan')):.1f} ex/s  "
-                f"({m['wall_time_s']:.0f}s)")
+                f"peak={m['peak_rss_mb']:.0f}MB  "
+                + (f"gpu={m['cuda_max_allocated_mb']:.0f}MB  " if "cuda_max_allocated_mb" in m else "")
+                + f"{m.get('train_examples_per_s', float('nan')):.1f} ex/s  "
+                f"mfu={m.get('train_mfu', float('nan')):.3f}  ({m['wall_time_s']:.0f}s)")
 
-    print(f"bench: {len(specs)} runs ({args.suite}: {', '.join(task_names)} x {', '.join(method_names)} x seeds "
-          f"{','.join(map(str, args.seeds))}), budget {args.budget}, results in {out}"
-          + (f"; {_skip_line(skipped, mode)}; {len(todo)} to run" if skipped else ""), file=sys.stderr)
+    method_names = list(dict.fromkeys(r["method"] for r in runs))
+    print(f"bench: {len(specs)} {'tuning ' if tuning else ''}runs ({args.suite}: {', '.join(t.name for t in tasks)} x "
+          f"{', '.join(method_names)} x seeds {','.join(map(str, args.seeds))}), budget {args.budget}, results in "
+          f"{out}" + (f"; {_skip_line(skipped, mode)}; {len(todo)} to run" if skipped else ""), file=sys.stderr)
     t0 = time.perf_counter()
     from bench import history
-    db = args.db or history.default_path(out)
+    db = None if tuning else args.db or history.default_path(out)
     outcome = run_grid(todo, out, verbose=args.verbose, describe=describe, history_db=db, timeout=args.timeout,
                        executor=executor)
     wall = time.perf_counter() - t0
     all_records = latest_runs(ResultStore(out).records(warn=False))  # the folder may hold earlier runs too
     paths = write_tables(all_records, out)
     report_failed = False
-    if not args.no_report:
+    if not args.no_report and not tuning:
         from reports.html import write_report
         try:
             paths.update(write_report(all_records, out / "report.html", [out], history_db=db))
@@ -140,19 +167,68 @@ def cmd_run(args) -> int:
                   f"{out}; retry with `python -m bench report {out}`", file=sys.stderr)
     planned = {(s["config_id"], s["seed"]) for s in specs}
     from bench.identity import run_key
-    print(format_summary(summary([r for r in all_records if run_key(r) in planned], metric_of)))
-    print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}; history: {db}")
+    if not tuning:
+        print(format_summary(summary([r for r in all_records if run_key(r) in planned], metric_of)))
+    print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}"
+          + (f"; history: {db}" if db else ""))
     if outcome.interrupted:
         print(f"bench: interrupted ({outcome.interrupted}) after {len(outcome.records)} of {len(todo)} runs; "
               f"tables and report hold every finished run; resume with: {_resume_command(args, out)}",
               file=sys.stderr)
-        return 130
+        return 130, all_records
     failed = [r for r in outcome.records if r["status"] == "failed"]
     if outcome.records and not any(r["status"] == "ok" for r in outcome.records):
         print(f"bench: no run succeeded ({len(outcome.records)} run(s): {len(failed)} failed, "
               f"{len(outcome.records) - len(failed)} skipped); see {out}/logs", file=sys.stderr)
-        return 1
-    return 1 if report_failed or (failed and args.strict) else 0
+        return 1, all_records
+    return (1 if report_failed or (failed and args.strict) else 0), \
+        [r for r in all_records if run_key(r) in planned]
+
+
+def cmd_tune(args) -> int:
+    """Every method: the same log-spaced grid of rates, the same budget and seeds, scored on the dev split;
+    the best mean dev score per method goes to suites/tuned/<task>.<budget>.yaml (bench/tuning.py)."""
+    from bench import tuning
+    tasks, method_specs, _, executor = _common(args)
+    if args.points < 2 or args.span <= 1:
+        raise UnknownName(f"bad grid: --points {args.points} --span {args.span:g} (expected >= 2 points, span > 1)")
+    out, earlier, invocation = _output(args, f"tune-{args.suite}")
+    data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
+    trials = {}  # (task, method label) -> {config label: lr}
+    runs = []
+    for task in tasks:
+        for m in method_specs:
+            for lr in tuning.grid(m.lr, args.points, args.span):
+                trial = m.with_overrides({"lr": lr})
+                runs.append(configure(task, trial, {}, args, data_dir, model_dir, score_on="dev"))
+                trials.setdefault((task.name, m.label), {})[trial.label] = lr
+    code, records = _execute(args, tasks, runs, out, earlier, invocation, executor, tuning=True)
+    if code == 130:
+        return code
+    by_label = {}
+    for r in records:
+        by_label.setdefault((r["task"], r["method"]), []).append(r)
+    command = shlex.join(["python", "-m", "bench", *args.argv])
+    for task in tasks:
+        metric = f"dev_{task.metric}"
+        results = {}
+        print(f"\n{task.name}: {metric} by learning rate (mean over seeds {','.join(map(str, args.seeds))}; "
+              f"scored on {task.dev_description()})")
+        for m in method_specs:
+            scores = {}
+            for label, lr in trials[(task.name, m.label)].items():
+                rs = by_label.get((task.name, label), [])
+                scores[lr] = [r["metrics"].get(metric, float("nan")) if r["status"] == "ok" else float("nan")
+                              for r in rs]
+            best = tuning.choose(scores)
+            shown = "  ".join(f"{lr:g}:" + (f"{sum(v) / len(v):.4f}" if v else "-") for lr, v in scores.items())
+            print(f"  {m.label:14s} {shown}  -> {'%g' % best if best is not None else 'no trial succeeded'}")
+            if best is not None:
+                results[m.label] = {"lr": best, "grid": list(scores), "method_digest": tuning.method_digest(m),
+                                    "dev_scores": {lr: [round(x, 5) for x in v] for lr, v in scores.items()}}
+        if results:
+            print(f"  written: {tuning.write(task, args.budget, task.metric, results, args.seeds, args.points, args.span, command)}")
+    return code
 
 
 def make_executor(args):
@@ -178,24 +254,42 @@ def make_executor(args):
     return RayExecutor(args.address, args.cpus_per_run, args.gpus_per_run)
 
 
-def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: Path | None) -> dict:
-    """One (task, method) configuration: its settings, where its learning rate came from, its config id."""
+def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: Path | None,
+              score_on: str = "eval") -> dict:
+    """One (task, method) configuration: its settings, where its learning rate came from, its config id.
+
+    The rate: --lr, else --set METHOD.lr, else the task's tuned file (suites/tuned/, `bench tune`), else a
+    rate the task itself needs (the smoke tasks' random models), else the method file's."""
     import dataclasses
 
+    from bench import tuning
     from bench.identity import config_id, run_config
+    tuned = tuning.tuned_lr(task.name, args.budget, method) if score_on == "eval" else None
     if method.label in lrs or method.name in lrs or "*" in lrs:
         lr, source = lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
     elif "lr" in method.overrides:
-        lr, source = method.lr, "set"
+        lr, source = method.lr, "grid" if score_on == "dev" else "override"
+    elif tuned is not None:
+        lr, source = tuned, "tuned"
     elif method.name in task.lr_overrides:
         lr, source = task.lr_overrides[method.name], "task"
     else:
         lr, source = method.lr, "default"
-    config = run_config(task, method, lr, args.budget, args.model, model_dir, data_dir, args.device)
+    from bench import precision
+    prec, tf32 = getattr(args, "precision", "fp32"), getattr(args, "tf32", "off")
+    precision.check(prec, tf32)
+    config = run_config(task, method, lr, args.budget, args.model, model_dir, data_dir, args.device, score_on,
+                        prec, tf32)
+    stopping = getattr(args, "early_stopping", None)
+    if stopping is not None and score_on == "eval":  # off by default, so every method trains the same budget
+        if stopping < 1 or (args.eval_every is not None and args.eval_every < 1):
+            raise UnknownName(f"bad --early-stopping {stopping} / --eval-every {args.eval_every} (expected >= 1)")
+        config["early_stopping"] = {"patience": stopping, "eval_every": args.eval_every}
     return dict(suite=task.suite, task=task.name, method=method.label, method_spec=dataclasses.asdict(method),
                 lr=lr, lr_source=source, budget=args.budget, model=args.model, device=args.device,
                 default_model=task.default_model, data_dir=str(data_dir) if data_dir else None,
-                model_dir=str(model_dir) if model_dir else None, config=config, config_id=config_id(config))
+                model_dir=str(model_dir) if model_dir else None, config=config, config_id=config_id(config),
+                score_on=score_on, precision=prec, tf32=tf32, early_stopping=config.get("early_stopping"))
 
 
 def select_runs(specs: list[dict], earlier: list[dict], mode: str) -> tuple[list[dict], dict[str, int]]:
@@ -323,10 +417,55 @@ def cmd_recommend(args) -> int:
     code = 0
     for task in tasks:
         result = rec.recommend(records, args.suite, task, constraints, args.priority, budget=args.budget,
-                               model=args.model, device=args.device)
+                               model=args.model, device=args.device, since=args.since, commit=args.commit)
         print(rec.format_result(result, args.priority) + "\n")
         code = code or (0 if result.top else 1)
     return code
+
+
+def _grid_arguments(p: argparse.ArgumentParser) -> None:
+    """What `run` and `tune` share: the grid, where it runs and where its results go."""
+    p.add_argument("--suite", required=True)
+    p.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all in the suite)")
+    p.add_argument("--methods", type=_csv,
+                   help="comma-separated method names or method files (default: every method in methods/zoo)")
+    p.add_argument("--set", action="append", metavar="METHOD.FIELD=V[,V...]",
+                   help="override a method's field (lr, or a peft config key): lora.r=16; several values make "
+                          "a sweep, one configuration each (lora[r=4], lora[r=8], ...); repeatable")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
+    p.add_argument("--budget", default="quick", help="smoke | quick | full (default: quick)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--model", help="model Hub id or local folder (default: the task's)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 (default) | bf16 | fp16: autocast in training and inference (fp16 with a grad scaler)")
+    p.add_argument("--tf32", default="off", help="on | off (default): TF32 for CUDA fp32 matmuls and convolutions")
+    p.add_argument("--data-dir", help="local data mirror (default: $BENCH_DATA_DIR, else the Hub)")
+    p.add_argument("--model-dir", help="local models folder (default: $BENCH_MODEL_DIR, else packages/Hub)")
+    p.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>); an existing one is "
+                                               "resumed: runs already ok there are skipped")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any run failed")
+    p.add_argument("--verbose", action="store_true", help="show each worker's output instead of logging it")
+    p.add_argument("--no-report", action="store_true", help="skip writing report.html and report.md")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the newest results folder of this suite under runs/ (or --out): skip every "
+                          "run that already has an ok row there (the default for any existing --out folder)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--rerun", action="store_true", help="run every run again, even those already ok")
+    again.add_argument("--rerun-failed", action="store_true",
+                       help="run again only the runs whose newest row is failed or interrupted")
+    p.add_argument("--executor", default="local", help="local (default) or ray")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="local executor: runs at once on this machine (default 1; with several GPUs, one each)")
+    p.add_argument("--address", help="ray: join this cluster (auto, host:port, ray://host:port) instead of starting "
+                                       "an embedded instance")
+    p.add_argument("--cpus-per-run", type=float, metavar="N",
+                   help="ray: cores reserved per run (default: a whole node's cores, or its cores per GPU)")
+    p.add_argument("--gpus-per-run", type=float, metavar="N",
+                   help="ray: GPUs reserved per run (default: 1 where the cluster has GPUs, else 0)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="per run: stop a run still going after SECONDS and record it failed (default: none)")
+    p.add_argument("--db", type=Path, help="history database to add every run to (default: $BENCH_HISTORY_DB, "
+                                             "else history.db beside the results folder: runs/history.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,46 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="show suites, tasks and methods").set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="run a suite: every task x method x seed")
-    run.add_argument("--suite", required=True)
-    run.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all in the suite)")
-    run.add_argument("--methods", type=_csv,
-                     help="comma-separated method names or method files (default: every method in methods/zoo)")
-    run.add_argument("--set", action="append", metavar="METHOD.FIELD=V[,V...]",
-                     help="override a method's field (lr, or a peft config key): lora.r=16; several values make "
-                          "a sweep, one configuration each (lora[r=4], lora[r=8], ...); repeatable")
-    run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
-    run.add_argument("--budget", default="quick", help="smoke | quick | full (default: quick)")
-    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    run.add_argument("--model", help="model Hub id or local folder (default: the task's)")
-    run.add_argument("--lr", action="append", help="learning rate: NUMBER for all methods or METHOD=NUMBER")
-    run.add_argument("--data-dir", help="local data mirror (default: $BENCH_DATA_DIR, else the Hub)")
-    run.add_argument("--model-dir", help="local models folder (default: $BENCH_MODEL_DIR, else packages/Hub)")
-    run.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>); an existing one is "
-                                                   "resumed: runs already ok there are skipped")
-    run.add_argument("--strict", action="store_true", help="exit 1 if any run failed")
-    run.add_argument("--verbose", action="store_true", help="show each worker's output instead of logging it")
-    run.add_argument("--no-report", action="store_true", help="skip writing report.html and report.md")
-    run.add_argument("--resume", action="store_true",
-                     help="continue the newest results folder of this suite under runs/ (or --out): skip every "
-                          "run that already has an ok row there (the default for any existing --out folder)")
-    again = run.add_mutually_exclusive_group()
-    again.add_argument("--rerun", action="store_true", help="run every run again, even those already ok")
-    again.add_argument("--rerun-failed", action="store_true",
-                       help="run again only the runs whose newest row is failed or interrupted")
-    run.add_argument("--executor", default="local", help="local (default) or ray")
-    run.add_argument("--parallel", type=int, default=1, metavar="N",
-                     help="local executor: runs at once on this machine (default 1; with several GPUs, one each)")
-    run.add_argument("--address", help="ray: join this cluster (auto, host:port, ray://host:port) instead of starting "
-                                       "an embedded instance")
-    run.add_argument("--cpus-per-run", type=float, metavar="N",
-                     help="ray: cores reserved per run (default: a whole node's cores, or its cores per GPU)")
-    run.add_argument("--gpus-per-run", type=float, metavar="N",
-                     help="ray: GPUs reserved per run (default: 1 where the cluster has GPUs, else 0)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help="per run: stop a run still going after SECONDS and record it failed (default: none)")
-    run.add_argument("--db", type=Path, help="history database to add every run to (default: $BENCH_HISTORY_DB, "
-                                             "else history.db beside the results folder: runs/history.db)")
+    _grid_arguments(run)
+    run.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                     help="score the dev split every --eval-every steps, stop after PATIENCE scores without a gain "
+                          "and keep the best state (default: off, so every method trains the same budget)")
+    run.add_argument("--eval-every", type=int, metavar="STEPS",
+                     help="with --early-stopping: steps between dev scores (default: a tenth of the run)")
+    run.add_argument("--lr", action="append", help="learning rate: NUMBER for all methods or METHOD=NUMBER "
+                                                   "(default: the task's tuned rate, else the method file's)")
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser("tune", help="choose each method's learning rate on the dev split (one protocol for all)")
+    _grid_arguments(tune)
+    tune.add_argument("--points", type=int, default=5, help="rates in each method's grid (default: 5)")
+    tune.add_argument("--span", type=float, default=100.0,
+                      help="highest / lowest rate of the grid, centred on the method file's rate (default: 100)")
+    tune.set_defaults(func=cmd_tune)
 
     report = sub.add_parser("report", help="render result folders as one self-contained HTML page (+ Markdown)")
     report.add_argument("results", nargs="*", type=Path,
@@ -427,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     recm.add_argument("--budget", help="budget to rank (default: the newest run's)")
     recm.add_argument("--model", help="model to rank (default: the newest run's)")
     recm.add_argument("--device", help="device to rank (default: the newest run's)")
+    recm.add_argument("--since", metavar="DATE", help="rank every run finished since DATE (ISO, e.g. 2026-11-01) "
+                                                      "instead of the newest invocation's")
+    recm.add_argument("--commit", help="rank the runs of this git commit (prefix) instead of the newest invocation's")
     recm.add_argument("--results", nargs="+", type=Path, metavar="FOLDER", help="results folders instead of the history")
     recm.add_argument("--db", type=Path, help=db_help)
     recm.set_defaults(func=cmd_recommend)

@@ -6,6 +6,9 @@ back to the OS, so each run lives in its own process (see bench/runner.py).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import resource
 import threading
 import time
@@ -33,8 +36,29 @@ def _read_hwm_mb() -> float | None:
     return None
 
 
+def release_freed_memory() -> None:
+    """Hand freed memory back before a window starts, so what an earlier phase freed (the load's temporary copies)
+    does not stay in RSS and hide a later phase's savings: collect cycles, then glibc's malloc_trim(0)."""
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # glibc only (not musl, not macOS)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_libc = _load_libc()
+
+
 class PeakMemory:
-    """High-water mark of RSS (and CUDA allocator) from `reset()` to `read()`."""
+    """High-water mark of RSS (and CUDA allocator) from `reset()` to `read()`; one instance serves successive
+    windows (load, train, infer)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -44,6 +68,11 @@ class PeakMemory:
         self._stop = threading.Event()
 
     def reset(self) -> None:
+        release_freed_memory()
+        if self.device.type == "cuda":  # cached blocks of the last window would otherwise count as reserved
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current RSS
@@ -53,9 +82,6 @@ class PeakMemory:
             self._sampled = current_rss_mb()
             self._sampler = threading.Thread(target=self._sample, daemon=True)
             self._sampler.start()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
@@ -65,6 +91,7 @@ class PeakMemory:
         if self._sampler is not None:
             self._stop.set()
             self._sampler.join()
+            self._sampler, self._stop = None, threading.Event()
             peak = max(self._sampled, current_rss_mb())
         else:
             peak = _read_hwm_mb()
@@ -77,29 +104,59 @@ class PeakMemory:
             out["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / MB
         return out
 
+    def window(self, name: str) -> dict[str, float]:
+        """`read()` under the window's names: peak_<name>_mb, cuda_peak_<name>_allocated_mb / _reserved_mb."""
+        got = self.read()
+        out = {f"peak_{name}_mb": got["peak_rss_mb"]}
+        if "cuda_max_allocated_mb" in got:
+            out[f"cuda_peak_{name}_allocated_mb"] = got["cuda_max_allocated_mb"]
+            out[f"cuda_peak_{name}_reserved_mb"] = got["cuda_max_reserved_mb"]
+        return out
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-class StepTimer:
-    """Accumulates wall and CPU time of timed sections; on CUDA waits for the GPU before reading."""
+class WindowTimer:
+    """Wall and CPU time summed over windows of steps, with one device synchronisation at each end of a window:
+    a sync per step would stop the CPU from queueing the next step while the GPU runs this one."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.wall = 0.0
         self.cpu = 0.0
+        self.windows = 0
+        self._t0: tuple[float, float] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._t0 is not None
+
+    def start(self) -> None:
+        if self._t0 is None:
+            synchronize(self.device)
+            self._t0 = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        if self._t0 is not None:
+            synchronize(self.device)
+            self.wall += time.perf_counter() - self._t0[0]
+            self.cpu += time.process_time() - self._t0[1]
+            self.windows += 1
+            self._t0 = None
 
     @contextmanager
     def section(self, timed: bool = True):
-        synchronize(self.device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        yield
-        synchronize(self.device)
+        """One window around a block (or, with timed=False, the block untimed)."""
         if timed:
-            self.wall += time.perf_counter() - w0
-            self.cpu += time.process_time() - c0
+            self.start()
+        try:
+            yield
+        finally:
+            if timed:
+                self.stop()
 
 
 def time_call_ms(fn, device: torch.device) -> float:

@@ -22,6 +22,12 @@ METRICS: dict[str, Metric] = {
     "entity_f1": Metric("ratio", True, "task"),
     "entity_precision": Metric("ratio", True, "task"),
     "entity_recall": Metric("ratio", True, "task"),
+    # 95% bootstrap interval over evaluation examples: informational (the gate uses the paired test)
+    **{f"{m}_ci_{e}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1") for e in ("low", "high")},
+    # tuning trials' dev-split scores (never gated: tuning folders stay out of the history)
+    **{f"dev_{m}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "entity_precision",
+                                                          "entity_recall", "majority_rate")},
+    "best_step": Metric("count", None, "info"),  # --early-stopping: the step whose state was kept
     "train_loss": Metric("nats", False, "task"),
     "train_task_loss": Metric("nats", False, "task"),
     # parameters and size
@@ -44,9 +50,22 @@ METRICS: dict[str, Metric] = {
     "peak_rss_increase_mb": Metric("MB", False, "memory"),
     "cuda_max_allocated_mb": Metric("MB", False, "memory"),
     "cuda_max_reserved_mb": Metric("MB", False, "memory"),
+    # ... in three windows: loading and wrapping, training (= peak_rss_mb), evaluation and latency
+    **{f"peak_{w}_mb": Metric("MB", False, "memory") for w in ("load", "train", "infer")},
+    **{f"cuda_peak_{w}_{k}_mb": Metric("MB", False, "memory") for w in ("load", "train", "infer")
+       for k in ("allocated", "reserved")},
     # speed
     "train_examples_per_s": Metric("examples/s", True, "speed"),
     "train_tokens_per_s": Metric("tokens/s", True, "speed"),
+    "train_compute_examples_per_s": Metric("examples/s", True, "speed"),  # batch preparation left out
+    "train_flops_per_example": Metric("FLOP", None, "info"),  # forward + backward, counted
+    "train_flops_per_s": Metric("FLOP/s", True, "speed"),
+    "train_mfu": Metric("ratio", True, "speed"),  # of the measured peak at the run's precision
+    "train_mfu_datasheet": Metric("ratio", True, "speed"),  # of the GPU's datasheet peak
+    "peak_flops_per_s": Metric("FLOP/s", None, "info"),
+    "energy_j": Metric("J", False, "speed"),  # timed training steps, from NVML or RAPL
+    "examples_per_kj": Metric("examples/kJ", True, "speed"),
+    "infer_examples_per_s": Metric("examples/s", True, "speed"),  # forward only, evaluation batch size
     "train_cpu_s": Metric("s", False, "speed"),
     "train_wall_s": Metric("s", False, "speed"),
     "train_data_s": Metric("s", False, "speed"),  # batch preparation during the timed steps
@@ -63,6 +82,7 @@ METRICS: dict[str, Metric] = {
     "train_examples": Metric("count", None, "info"),
     "eval_examples": Metric("count", None, "info"),
     "timed_steps": Metric("count", None, "info"),
+    "timed_windows": Metric("count", None, "info"),
     "lr": Metric("1", None, "info"),
     "ranks_reallocated": Metric("bool", None, "info"),
     "adalora_rank_initial": Metric("count", None, "info"),

@@ -6,6 +6,7 @@ HF Trainer, what users would run instead, uses it too. The choice is recorded in
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from bench.measure import StepTimer
+from bench import flops
+from bench.energy import EnergyMeter
+from bench.measure import WindowTimer
+from bench.precision import autocast, grad_scaler
 from suites.base import to_device
 
 
@@ -26,11 +30,22 @@ class TrainStats:
     timed_steps: int = 0
     timed_examples: int = 0
     timed_tokens: int = 0
-    timed_wall_s: float = 0.0
+    timed_units: int = 0  # padded tokens (text) or examples (images): what a step's FLOPs scale with
+    timed_wall_s: float = 0.0  # the timed windows, batch preparation included
     timed_cpu_s: float = 0.0
-    timed_data_s: float = 0.0  # producing the timed steps' batches (decode, augment, collate), outside the step timer
+    timed_data_s: float = 0.0  # of timed_wall_s: producing the batches (decode, augment, collate)
+    windows: int = 0
+    flops_per_unit: float | None = None  # forward + backward FLOPs per padded token (or example), counted
+    energy_j: float | None = None  # over the timed windows; None: see energy_source
+    energy_source: str = ""
+    stopped_early: bool = False  # on_step_end asked to stop
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     optimizer: str = ""  # the AdamW implementation that ran
+
+
+def padded_units(batch: dict) -> int:
+    ids = batch.get("input_ids")
+    return ids.numel() if ids is not None else len(batch["labels"])
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,41 +73,86 @@ def fetch_timed(batches: Iterable) -> Iterator[tuple[object, float]]:
 
 
 def train(model, batches, *, task, method, total_steps: int, lr: float, device: torch.device,
-          warmup_steps: int, log_every: int, progress=None) -> TrainStats:
+          warmup_steps: int, log_every: int, progress=None, precision: str = "fp32",
+          on_step_end=None) -> TrainStats:
+    """Train for the batches given. Time runs in windows of steps, synchronised with the device only at their
+    ends: a window closes at each loss log point (reading losses syncs the GPU) and around `on_step_end(step,
+    model) -> bool`, called after every optimizer step outside the timed windows (True stops training). The
+    first max(warmup_steps, 1) steps are untimed; their forward + backward FLOPs are counted."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, **optimizer_kwargs(params, device))
     stats = TrainStats(optimizer="adamw-fused" if optimizer.defaults.get("fused") else "adamw-foreach")
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
-    timer = StepTimer(device)
+    scaler = grad_scaler(device, precision)
+    timer, energy = WindowTimer(device), EnergyMeter(device)
+    untimed = max(warmup_steps, 1)  # the FLOP counter slows the steps it watches: never time them
+    counted_flops = counted_units = 0
     task.train_mode(model)
-    running = []
+    running, pending = [], []  # losses as tensors until a window closes: .item() per step would sync the GPU
+
+    def flush():
+        values = torch.stack([torch.stack([a.float(), b.float()]) for _, a, b in pending]).tolist()
+        nonlocal running
+        for (step, _, _), (loss, tl) in zip(pending, values):
+            if loss != loss:  # NaN: stop rather than report a metric from a broken model
+                raise FloatingPointError(f"training loss became NaN at step {step}")
+            running.append(tl)
+            if step % log_every == 0 or step == total_steps:
+                stats.loss_curve.append((step, sum(running) / len(running)))
+                running = []
+            stats.steps, stats.final_loss, stats.final_task_loss = step, loss, tl
+        if progress is not None:
+            progress.update(len(pending))
+            progress.set_postfix(loss=f"{stats.final_task_loss:.3f}", refresh=False)
+        pending.clear()
+
     for step, (batch, data_s) in enumerate(fetch_timed(batches), start=1):
-        timed = step > warmup_steps
-        stats.timed_data_s += data_s if timed else 0.0
-        with timer.section(timed):
-            batch = to_device(batch, device)
-            out = method.forward(model, batch)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            method.on_step(model, step)  # AdaLoRA: after step(), before zero_grad()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+        timed = step > untimed  # a timed step's window opened before its batch was fetched (see the end)
         if timed:
             stats.timed_steps += 1
+            stats.timed_data_s += data_s
             stats.timed_examples += len(batch["labels"])
-            stats.timed_tokens += task.real_tokens(batch)
-        loss = out.loss.item()
-        tl = task_loss(out.logits.detach(), batch["labels"]).item()
-        if loss != loss:  # NaN: stop now rather than report a metric from a broken model
-            raise FloatingPointError(f"training loss became NaN at step {step}")
-        running.append(tl)
-        if step % log_every == 0 or step == total_steps:
-            stats.loss_curve.append((step, sum(running) / len(running)))
-            running = []
-        stats.steps, stats.final_loss, stats.final_task_loss = step, loss, tl
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{tl:.3f}", refresh=False)
-    stats.timed_wall_s, stats.timed_cpu_s = timer.wall, timer.cpu
+            stats.timed_tokens += task.real_tokens(batch)  # on the host copy: no device sync
+            stats.timed_units += padded_units(batch)
+        else:
+            counted_units += padded_units(batch)
+        on_device = to_device(batch, device)
+        with contextlib.nullcontext() if timed else flops.counter() as counter:
+            with autocast(device, precision):
+                out = method.forward(model, on_device)
+            (scaler.scale(out.loss) if scaler else out.loss).backward()
+        if not timed:
+            counted_flops += counter.get_total_flops()
+        if scaler:
+            scaler.unscale_(optimizer)  # clip the true gradients
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if scaler:
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
+        method.on_step(model, step)  # AdaLoRA: after step(), before zero_grad()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        pending.append((step, out.loss.detach(), task_loss(out.logits.detach(), on_device["labels"])))
+        if step % log_every == 0 or step == total_steps or on_step_end is not None or not timed:
+            timer.stop()
+            energy.stop()
+            flush()
+            if on_step_end is not None:
+                if on_step_end(step, model):
+                    stats.stopped_early = True
+                    break
+                task.train_mode(model)  # the hook may have evaluated
+        if untimed <= step < total_steps and not timer.running:  # the next batch's preparation counts in its step's time
+            timer.start()
+            energy.start()
+    timer.stop()
+    energy.stop()
+    if pending:
+        flush()
+    stats.timed_wall_s, stats.timed_cpu_s, stats.windows = timer.wall, timer.cpu, timer.windows
+    stats.energy_j, stats.energy_source = energy.joules, energy.source
+    if counted_flops and counted_units:
+        stats.flops_per_unit = counted_flops / counted_units
     return stats

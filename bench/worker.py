@@ -5,12 +5,14 @@ Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Always 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
 import tempfile
 import time
+import statistics
 import traceback
 from pathlib import Path
 
@@ -21,7 +23,10 @@ from tqdm import tqdm
 from bench import faults
 from bench.env import environment
 from bench.identity import IDENTITY
-from bench.measure import PeakMemory, current_rss_mb, percentile, time_call_ms
+from bench.predictions import save as save_predictions
+from bench.flops import device_peak
+from bench.measure import PeakMemory, current_rss_mb, percentile, synchronize, time_call_ms
+from bench.precision import autocast, check as check_precision, set_tf32
 from bench.runner import now, partial_path
 from bench.train import train
 from methods import SkipRun, build
@@ -53,6 +58,13 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     device = pick_device(spec["device"])
     record["device"] = str(device)
     record["env"] = environment(device)
+    precision, tf32 = spec.get("precision", "fp32"), spec.get("tf32", "off")
+    check_precision(precision, tf32)
+    if device.type == "cuda":
+        set_tf32(tf32 == "on")
+    record["info"].update(precision=precision, tf32=tf32)
+    peak = PeakMemory(device)
+    peak.reset()  # the load window: data, model, encoding and the method's wrapping
     seed_everything(spec["seed"])
     task = get_task(spec["suite"], spec["task"])
     method = faults.wrap(build(MethodSpec(**spec["method_spec"])))  # the method itself unless a test injects faults
@@ -67,7 +79,10 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     checkpoint(record)
     path = task.resolve_model(ref, Path(spec["model_dir"]) if spec.get("model_dir") else None)
 
-    train_ds, eval_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget)
+    score_on = spec.get("score_on", "eval")  # "dev" for tuning trials: the evaluation split is never opened
+    train_ds, eval_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget, score_on)
+    record["info"]["scored_on"] = task.dev_description(len(eval_ds)) if score_on == "dev" else \
+        f"the {task.eval_split} split ({len(eval_ds)} examples)"
     steps = budget.steps(len(train_ds))
     ctx = RunContext(task=task, budget=budget, total_steps=steps, device=device, head_names=[])
     model, processor = task.load_model(path, **method.load_kwargs(ctx))
@@ -86,51 +101,120 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     if method.uses_peft:  # checked equal to ours when the method was applied
         metrics["peft_trainable_params"], _ = model.get_nb_trainable_parameters()
 
-    peak = PeakMemory(device)
+    stopper = None
+    if spec.get("early_stopping"):  # the dev set: encoded now, scored by the hook outside the timed windows
+        _, dev_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget, "dev")
+        stopper = EarlyStopping(task, task.eval_batches(task.encode(dev_ds, processor, budget, train=False),
+                                                        processor, budget.eval_batch_size),
+                                device, spec["early_stopping"]["patience"],
+                                spec["early_stopping"].get("eval_every") or max(1, steps // 10))
+    metrics.update(peak.window("load"))
+    peak.reset()  # the training window
     metrics["rss_loaded_mb"] = current_rss_mb()
-    peak.reset()
     # Step progress goes to the run's log (or the terminal with --verbose); sparse when not a terminal.
     with tqdm(total=steps, desc=f"{task.name}/{method.name} train", unit="step",
               mininterval=0.5 if sys.stderr.isatty() else 15) as bar:
         stats = train(model, task.train_batches(train_examples, processor, budget, spec["seed"]), task=task,
                       method=method, total_steps=steps, lr=lr, device=device, warmup_steps=budget.warmup_steps,
-                      log_every=budget.log_every, progress=bar)
-    metrics.update(peak.read())
+                      log_every=budget.log_every, progress=bar, precision=precision, on_step_end=stopper)
+    if stopper is not None:
+        record["info"]["early_stopping"] = stopper.restore_best(model)
+        metrics["best_step"] = record["info"]["early_stopping"]["best_step"]
+    metrics.update(peak.window("train"))
+    # The training window under its older names, which compare, recommend and the reports read.
+    metrics["peak_rss_mb"] = metrics["peak_train_mb"]
+    if device.type == "cuda":
+        metrics["cuda_max_allocated_mb"] = metrics["cuda_peak_train_allocated_mb"]
+        metrics["cuda_max_reserved_mb"] = metrics["cuda_peak_train_reserved_mb"]
     metrics["peak_rss_increase_mb"] = metrics["peak_rss_mb"] - metrics["rss_loaded_mb"]
     record["info"]["peak_memory_source"] = peak.source
     record["loss_curve"] = stats.loss_curve
     record["info"]["optimizer"] = stats.optimizer
     metrics.update(train_loss=stats.final_loss, train_task_loss=stats.final_task_loss,
-                   timed_steps=stats.timed_steps, train_wall_s=stats.timed_wall_s, train_cpu_s=stats.timed_cpu_s,
-                   train_data_s=stats.timed_data_s)
+                   timed_steps=stats.timed_steps, timed_windows=stats.windows, train_wall_s=stats.timed_wall_s,
+                   train_cpu_s=stats.timed_cpu_s, train_data_s=stats.timed_data_s)
     if stats.timed_steps:
-        metrics["train_data_share"] = stats.timed_data_s / (stats.timed_data_s + stats.timed_wall_s)
-        metrics["train_examples_per_s"] = stats.timed_examples / stats.timed_wall_s
-        if stats.timed_tokens:  # image tasks have no tokens
-            metrics["train_tokens_per_s"] = stats.timed_tokens / stats.timed_wall_s
+        metrics.update(train_measures(stats, device, precision, tf32, record["info"]))
     extra = method.finish(model, ctx)
     metrics.update(extra.get("metrics", {}))
     record["info"].update(extra.get("info", {}))
 
+    peak.reset()  # the inference window: evaluation and latency
+    amp = contextlib.ExitStack()  # evaluation and latency run under the training precision's autocast
+    amp.enter_context(autocast(device, precision))
     model.eval()
     batches = task.eval_batches(eval_examples, processor, budget.eval_batch_size)
     t0 = time.perf_counter()
-    metrics.update(task.evaluate(model, batches, device))
+    predictions, extra = task.predict(model, batches, device)
     eval_s = time.perf_counter() - t0
+    scores = {**task.score(predictions), **extra}
+    if score_on == "dev":  # a tuning trial: dev scores only, named so, and no deployment measurements
+        metrics.update({f"dev_{k}": v for k, v in scores.items()})
+        metrics["wall_time_s"] = time.perf_counter() - wall0
+        return
+    metrics.update(scores)
+    metrics.update(uncertainty(task, predictions))
+    if spec.get("predictions_path"):
+        save_predictions(Path(spec["predictions_path"]), task.eval_order(eval_examples), predictions)
+        record["info"]["predictions"] = spec["predictions_rel"]
     metrics["eval_examples_per_s"] = len(eval_examples) / eval_s
     metrics["eval_batch_ms"] = 1000 * eval_s / len(batches)  # mean per batch at the evaluation batch size
-    metrics.update(latency(model, task, eval_examples, processor, budget, device))
+    metrics.update(latency(model, task, eval_examples, processor, budget, device, throughput=True))
+    metrics.update(peak.window("infer"))
     merged = method.merged_copy(model)
     if merged is not None:  # what a deployed, merged adapter costs: no adapter detour per layer
         merged.eval()
         metrics.update({f"latency_merged_{k.removeprefix('latency_')}": v
                         for k, v in latency(merged, task, eval_examples, processor, budget, device).items()})
         del merged
+    amp.close()
 
     with tempfile.TemporaryDirectory() as tmp:
         method.save(model, Path(tmp) / "saved")
         metrics.update(saved_sizes(Path(tmp) / "saved"))
     metrics["wall_time_s"] = time.perf_counter() - wall0
+
+
+class EarlyStopping:
+    """`on_step_end` hook of bench/train.py: every `every` steps, score the dev split; stop after `patience`
+    scores without a gain; keep a copy of the trainable tensors at the best score, restored after training."""
+
+    def __init__(self, task, batches, device, patience: int, every: int):
+        self.task, self.batches, self.device, self.patience, self.every = task, batches, device, patience, every
+        self.curve, self.best, self.best_step, self.best_state, self.since_best = [], -float("inf"), 0, None, 0
+
+    def __call__(self, step: int, model) -> bool:
+        if step % self.every:
+            return False
+        model.eval()
+        import copy
+        score = self.task.score(self.task.predict(model, copy.deepcopy(self.batches), self.device)[0])[self.task.metric]
+        self.curve.append((step, score))
+        if score > self.best:
+            self.best, self.best_step, self.since_best = score, step, 0
+            self.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore_best(self, model) -> dict:
+        import torch
+        if self.best_state is not None:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in self.best_state:
+                        p.copy_(self.best_state[n])
+        last = self.curve[-1][0] if self.curve else 0
+        return {"patience": self.patience, "eval_every": self.every, "best_step": self.best_step,
+                "best_dev_score": self.best, "stopped_at": last, "dev_curve": self.curve}
+
+
+def uncertainty(task, predictions: dict) -> dict:
+    """95% bootstrap interval of the headline metric over evaluation examples (sentences for entity F1)."""
+    from bench import stats
+    low, high = stats.bootstrap_ci(task.metric, stats.example_stats(task.metric, predictions["gold"],
+                                                                     predictions["pred"]))
+    return {f"{task.metric}_ci_low": low, f"{task.metric}_ci_high": high}
 
 
 def saved_sizes(folder: Path) -> dict:
@@ -143,15 +227,63 @@ def saved_sizes(folder: Path) -> dict:
             "adapter_folder_mb": folder_bytes / 2**20}
 
 
+LATENCY_REPEATS = 5  # timings per batch-1 sample; its median is the sample's latency
+INFER_BATCHES = 16  # at most this many evaluation batches, spread over the lengths, for infer_examples_per_s
+
+
 @torch.inference_mode()
-def latency(model, task, examples, processor, budget, device) -> dict:
-    """Batch-1 forward latency over the first `latency_samples` eval examples, after 3 warm-up calls."""
+def latency(model, task, examples, processor, budget, device, throughput: bool = False) -> dict:
+    """Batch-1 forward latency over the first `latency_samples` eval examples, after 3 warm-up calls: the median
+    of LATENCY_REPEATS timings per sample, then p50/p95 over samples. With `throughput`, also forward-only
+    examples/s at the evaluation batch size (no metric computation, no host copies of the outputs)."""
     samples = [to_device(task.collate([e], processor), device) for e in examples[:budget.latency_samples]]
     inputs = [{k: v for k, v in s.items() if k != "labels"} for s in samples]
     for x in inputs[:3]:
         model(**x)
-    times = [time_call_ms(lambda: model(**x), device) for x in inputs]
-    return {"latency_p50_ms": percentile(times, 50), "latency_p95_ms": percentile(times, 95)}
+    times = [statistics.median(time_call_ms(lambda: model(**x), device) for _ in range(LATENCY_REPEATS))
+             for x in inputs]
+    out = {"latency_p50_ms": percentile(times, 50), "latency_p95_ms": percentile(times, 95)}
+    if throughput:
+        order = sorted(range(len(examples)), key=lambda i: task.length(examples[i]))  # as evaluation batches them
+        size = budget.eval_batch_size
+        chunks = [order[s:s + size] for s in range(0, len(order), size)]
+        chunks = chunks[::-(-len(chunks) // INFER_BATCHES)]  # evenly spaced: short and long batches alike
+        batches = [{k: v for k, v in to_device(task.collate([examples[i] for i in c], processor), device).items()
+                    if k != "labels"} for c in chunks]
+        model(**batches[-1])  # warm-up at the largest shape
+        synchronize(device)
+        t0 = time.perf_counter()
+        for x in batches:
+            model(**x)
+        synchronize(device)
+        out["infer_examples_per_s"] = sum(map(len, chunks)) / (time.perf_counter() - t0)
+    return out
+
+
+def train_measures(stats, device, precision: str, tf32: str, info: dict) -> dict:
+    """Throughput (headline with batch preparation, compute-only beside it), MFU and energy of the timed steps."""
+    wall, n = stats.timed_wall_s, stats.timed_examples
+    out = {"train_examples_per_s": n / wall, "train_data_share": stats.timed_data_s / wall}
+    if wall > stats.timed_data_s:
+        out["train_compute_examples_per_s"] = n / (wall - stats.timed_data_s)
+    if stats.timed_tokens:  # image tasks have no tokens
+        out["train_tokens_per_s"] = stats.timed_tokens / wall
+    if stats.flops_per_unit:
+        # Counted on the untimed first steps per padded token (or image), scaled to the timed steps' shapes.
+        flops = stats.flops_per_unit * stats.timed_units
+        out.update(train_flops_per_example=flops / n, train_flops_per_s=flops / wall)
+        peak = device_peak(device, precision, tf32 == "on")
+        info["peak_flops"] = peak
+        out["peak_flops_per_s"] = peak["flops_per_s"]
+        out["train_mfu"] = out["train_flops_per_s"] / peak["flops_per_s"]
+        if peak.get("datasheet_flops_per_s"):
+            out["train_mfu_datasheet"] = out["train_flops_per_s"] / peak["datasheet_flops_per_s"]
+    else:
+        info["mfu"] = "unavailable: the FLOP counter saw no matmul, convolution or attention FLOPs"
+    info["energy"] = stats.energy_source
+    if stats.energy_j:
+        out.update(energy_j=stats.energy_j, examples_per_kj=n / (stats.energy_j / 1000))
+    return out
 
 
 def run(spec: dict, checkpoint=lambda record: None) -> dict:

@@ -13,7 +13,9 @@ ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "d
 SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "trainable %": "trainable_pct",
     "peak RSS MB": "peak_rss_mb",
+    "GPU MB": "cuda_max_allocated_mb",  # GPU runs only (dropped when no run has it)
     "train ex/s": "train_examples_per_s",
+    "MFU": "train_mfu",
     "train tok/s": "train_tokens_per_s",
     "p50 ms": "latency_p50_ms",
     "p95 ms": "latency_p95_ms",
@@ -21,13 +23,21 @@ SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "size MB": "adapter_size_mb",
     "wall s": "wall_time_s",
 }
+OPTIONAL_COLUMNS = ["GPU MB"]
 # A run whose accuracy is within this many points of always guessing the commonest class learned
 # (next to) nothing: its other figures describe a failed fine-tune, not the method.
 NEAR_CHANCE_POINTS = 0.03
 
 
-def near_chance(accuracy: float, majority_rate: float) -> bool:
-    return bool(pd.notna(accuracy) and pd.notna(majority_rate) and accuracy <= majority_rate + NEAR_CHANCE_POINTS)
+def chance_level(metric: str, majority_rate: float = float("nan")) -> float:
+    """What a model that learned nothing scores: the majority-class rate for accuracy; 0 for entity F1 (a
+    constant `O` tagger finds no entity); NaN for metrics without a known floor."""
+    return majority_rate if metric == "accuracy" else 0.0 if metric.endswith("f1") else float("nan")
+
+
+def near_chance(value: float, chance: float) -> bool:
+    """Within NEAR_CHANCE_POINTS of the chance level (see chance_level)."""
+    return bool(pd.notna(value) and pd.notna(chance) and value <= chance + NEAR_CHANCE_POINTS)
 
 
 def long_table(records: list[dict]) -> pd.DataFrame:
@@ -74,10 +84,13 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
             row[col] = ok[name].mean() if name in ok and len(ok) else float("nan")
         if not len(ok):
             row["note"] = str(g.error.iloc[-1])[:70]
-        elif metric == "accuracy" and "majority_rate" in ok and near_chance(row["value"], ok["majority_rate"].mean()):
-            row["note"] = f"near chance (majority class {ok['majority_rate'].mean():.3f})"
+        elif near_chance(row["value"], chance := chance_level(metric, ok["majority_rate"].mean()
+                                                                   if "majority_rate" in ok else float("nan"))):
+            row["note"] = f"near chance (majority class {chance:.3f})" if metric == "accuracy" else \
+                f"near chance ({metric} {chance:g} without learning)"
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.drop(columns=[c for c in OPTIONAL_COLUMNS if c in frame and frame[c].isna().all()])
 
 
 def _status(g: pd.DataFrame) -> str:

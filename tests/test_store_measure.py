@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.measure import PeakMemory, StepTimer, current_rss_mb, percentile
+from bench.measure import PeakMemory, WindowTimer, current_rss_mb, percentile
 from bench.errors import StorageFull
 from bench.files import replaced_atomically, write_text
 from bench.identity import config_id, run_config
@@ -139,12 +139,17 @@ def test_batch_preparation_is_timed_per_batch():
 
 
 def test_timer_and_percentile():
-    timer = StepTimer(torch.device("cpu"))
+    timer = WindowTimer(torch.device("cpu"))
     with timer.section():
         sum(range(100000))
     with timer.section(timed=False):
         sum(range(100000))
-    assert timer.wall > 0 and timer.cpu >= 0
+    timer.start()
+    timer.start()  # already running: one window
+    sum(range(100000))
+    timer.stop()
+    timer.stop()
+    assert timer.wall > 0 and timer.cpu >= 0 and timer.windows == 2
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5.0], 95) == 5.0
     with pytest.raises(ValueError):

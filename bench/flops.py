@@ -1,0 +1,128 @@
+"""Model FLOPs utilisation: FLOPs counted on real training steps, over the device's peak at the run's precision.
+
+The peak is measured (a dense GEMM, best of a few timed bursts) once per host, device, thread count and dtype,
+and cached on disk: a datasheet says nothing about a 2-core share of a CPU. Measured on a busy machine it
+reads low (and MFU high), so the cache entry keeps the load average it was measured under, a CPU peak is
+measured again when the load has dropped by more than 1 since (the higher figure is kept); delete the file
+(`peak_flops.json` in $BENCH_CACHE_DIR, else ~/.cache/peft-bench) to measure again. Known GPUs also get their
+datasheet peak (dense, no sparsity) beside it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense tensor-core peaks in TFLOP/s ("tf32": fp32 matmuls with TF32 on); first substring of the name wins.
+DATASHEET_TFLOPS = [
+    ("H100 PCIe", {"bf16": 756, "fp16": 756, "tf32": 378, "fp32": 51.2}),
+    ("H100", {"bf16": 989, "fp16": 989, "tf32": 495, "fp32": 67}),
+    ("H200", {"bf16": 989, "fp16": 989, "tf32": 495, "fp32": 67}),
+    ("A100", {"bf16": 312, "fp16": 312, "tf32": 156, "fp32": 19.5}),
+    ("L40S", {"bf16": 362, "fp16": 362, "tf32": 183, "fp32": 91.6}),
+    ("L4", {"bf16": 121, "fp16": 121, "tf32": 60, "fp32": 30.3}),
+    ("V100", {"fp16": 125, "fp32": 15.7}),
+    ("T4", {"fp16": 65, "fp32": 8.1}),
+]
+
+
+def counter() -> FlopCounterMode:
+    """Counts matmul, convolution and attention FLOPs (2 per multiply-add) of what runs inside it, backward too."""
+    return FlopCounterMode(display=False)
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "peft-bench")) / "peak_flops.json"
+
+
+def _kind(precision: str, tf32: bool, device: torch.device) -> str:
+    return "tf32" if precision == "fp32" and tf32 and device.type == "cuda" else precision
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from bench.env import cpu_model
+    return cpu_model()
+
+
+def datasheet_peak(device: torch.device, precision: str, tf32: bool) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = _device_name(device)
+    for key, peaks in DATASHEET_TFLOPS:
+        if key in name:
+            tflops = peaks.get(_kind(precision, tf32, device))
+            return tflops * 1e12 if tflops else None
+    return None
+
+
+def measure_gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """FLOP/s of the best of 4 bursts of square matmuls. The size grows until one call takes >= 20 ms (CPU fp16
+    has no fast kernel: a 2048 matmul would take a minute there), up to 2048 on CPU, 8192 on GPU."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    limit = 8192 if device.type == "cuda" else 2048
+    n = 256
+    while True:
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        out = torch.mm(a, b)  # first call: kernel selection, allocation
+        sync()
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        sync()
+        one = time.perf_counter() - t0
+        if one >= 0.02 or n >= limit:
+            break
+        n *= 2
+    reps = max(1, int(seconds / 4 / max(one, 1e-6)))
+    best = 0.0
+    for _ in range(4):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        sync()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
+    """{"flops_per_s", "source", ...}: the measured peak (cached per host, device, threads, dtype) and, for known
+    GPUs, `datasheet_flops_per_s`."""
+    from bench.precision import dtype
+    kind = _kind(precision, tf32, device)
+    threads = torch.get_num_threads() if device.type == "cpu" else None
+    key = f"{socket.gethostname()}|{_device_name(device)}|threads={threads}|{kind}"
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers: one measures, the others wait and read its figure
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+        entry = cache.get(key)
+        load = os.getloadavg()[0]
+        # Measured under load (other processes on the cores)? Measure again once the machine is quieter.
+        cached = entry is not None and not (device.type == "cpu" and load < entry["load_avg_1m"] - 1)
+        if not cached:  # under the run's own TF32 setting (the worker applied it)
+            measured = measure_gemm_peak(device, dtype(precision))
+            if entry is None or measured > entry["flops_per_s"]:  # keep the best: load only ever lowers it
+                entry = {"flops_per_s": measured, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "load_avg_1m": load}
+            cache[key] = entry
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+    out = {**entry, "dtype": kind, "key": key,
+           "source": f"measured GEMM ({'cached' if cached else 'this run'}, {path})"}
+    sheet = datasheet_peak(device, precision, tf32)
+    if sheet:
+        out["datasheet_flops_per_s"] = sheet
+    return out

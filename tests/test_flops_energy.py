@@ -1,0 +1,139 @@
+"""MFU's FLOP count against a hand computation, the peak cache, the training hook, precision names and RAPL."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from bench import energy, flops
+from bench.errors import UnknownName
+from bench.precision import check
+from bench.train import train
+
+M, K, H, N = 5, 8, 16, 4  # batch, inputs, hidden, outputs: Linear(K, H) -> ReLU -> Linear(H, N)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(K, H), nn.ReLU(), nn.Linear(H, N))
+
+
+def test_flop_count_of_a_linear_stack_matches_the_hand_computation():
+    forward = 2 * M * K * H + 2 * M * H * N  # 2·m·n·k per matmul (bias adds and ReLU are not counted)
+    model = _mlp()
+    x = torch.randn(M, K, requires_grad=True)
+    with flops.counter() as c:
+        model(x).sum().backward()
+    # Backward: a weight-gradient and an input-gradient matmul per layer, each as large as the forward one.
+    assert c.get_total_flops() == 3 * forward == 5760
+    x = torch.randn(M, K)  # data needs no gradient: the first layer skips its input-gradient matmul
+    with flops.counter() as c:
+        model(x).sum().backward()
+    assert c.get_total_flops() == forward + 2 * M * K * H + 2 * 2 * M * H * N == 4480
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _mlp()
+
+    def forward(self, x, labels):
+        logits = self.net(x)
+        return SimpleNamespace(logits=logits, loss=nn.functional.cross_entropy(logits, labels))
+
+
+def _train(steps=8, **kw):
+    task = SimpleNamespace(train_mode=lambda m: m.train(), real_tokens=lambda b: 0)
+    method = SimpleNamespace(forward=lambda m, b: m(**b), on_step=lambda m, s: None)
+    batches = ({"x": torch.randn(M, K), "labels": torch.randint(0, N, (M,))} for _ in range(steps))
+    return train(_Model(), batches, task=task, method=method, total_steps=steps, lr=1e-3,
+                 device=torch.device("cpu"), warmup_steps=2, log_every=3, **kw)
+
+
+def test_training_counts_flops_on_untimed_steps_and_times_the_rest_in_windows():
+    stats = _train()
+    assert stats.flops_per_unit == (2 * K * H + 2 * H * N) + (2 * K * H + 2 * 2 * H * N)  # per example: 896
+    assert stats.timed_steps == 6 and stats.timed_examples == 6 * M and stats.timed_units == 6 * M
+    assert stats.windows == 3  # steps 3, 4-6, 7-8: closed at the log points 3 and 6 and at the end
+    assert [s for s, _ in stats.loss_curve] == [3, 6, 8] and stats.steps == 8
+    assert stats.timed_wall_s >= stats.timed_data_s > 0
+
+
+def test_on_step_end_runs_after_every_step_outside_the_windows_and_stops_training():
+    seen = []
+
+    def hook(step, model):
+        seen.append(step)
+        return step == 5
+
+    stats = _train(on_step_end=hook)
+    assert seen == [1, 2, 3, 4, 5] and stats.stopped_early and stats.steps == 5 and stats.timed_steps == 3
+    assert stats.windows == 3  # one per timed step: the hook's own time is never timed
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])  # fp16 through the grad scaler
+def test_autocast_trains_on_cpu(precision):
+    stats = _train(precision=precision)
+    assert stats.steps == 8 and stats.final_loss == stats.final_loss and stats.flops_per_unit == 896
+
+
+def test_precision_names_are_checked():
+    check("bf16", "on")
+    with pytest.raises(UnknownName, match="valid: fp32, bf16, fp16"):
+        check("fp8", "off")
+    with pytest.raises(UnknownName, match="valid: on, off"):
+        check("fp32", "yes")
+
+
+def test_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    assert flops.measure_gemm_peak(torch.device("cpu"), torch.float32, seconds=0.05) > 0
+    calls, load = [], [3.0]
+    monkeypatch.setattr(flops, "measure_gemm_peak", lambda device, dtype: calls.append(dtype) or 1e9 * len(calls))
+    monkeypatch.setattr(flops.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    first = flops.device_peak(torch.device("cpu"), "bf16", False)
+    again = flops.device_peak(torch.device("cpu"), "bf16", False)
+    assert calls == [torch.bfloat16] and first["flops_per_s"] == again["flops_per_s"] == 1e9
+    assert "this run" in first["source"] and "cached" in again["source"] and again["dtype"] == "bf16"
+    assert (tmp_path / "peak_flops.json").is_file() and "datasheet_flops_per_s" not in first
+    load[0] = 1.0  # measured under a load of 3: once quieter, measured again and the higher figure kept
+    assert flops.device_peak(torch.device("cpu"), "bf16", False)["flops_per_s"] == 2e9 and len(calls) == 2
+    assert flops.device_peak(torch.device("cpu"), "bf16", False)["flops_per_s"] == 2e9 and len(calls) == 2
+
+
+def _zone(root, name, uj, wrap=5_000_000):
+    (root / name).mkdir(exist_ok=True)
+    (root / name / "energy_uj").write_text(str(uj))
+    (root / name / "max_energy_range_uj").write_text(str(wrap))
+
+
+def test_rapl_energy_sums_package_zones_and_unwraps(tmp_path, monkeypatch):
+    monkeypatch.setattr(energy, "POWERCAP", tmp_path)
+    _zone(tmp_path, "intel-rapl:0", 4_900_000)
+    _zone(tmp_path, "intel-rapl:1", 1_000_000)
+    _zone(tmp_path, "intel-rapl:0:0", 0)  # a sub-zone: part of package 0, never added again
+    meter = energy.EnergyMeter(torch.device("cpu"))
+    assert meter.source.startswith("rapl: intel-rapl:0, intel-rapl:1")
+    meter.start()
+    _zone(tmp_path, "intel-rapl:0", 100_000)  # wrapped: 4.9 J -> 5.0 J (= 0) -> 0.1 J
+    _zone(tmp_path, "intel-rapl:1", 3_000_000)
+    _zone(tmp_path, "intel-rapl:0:0", 4_000_000)
+    meter.stop()
+    assert meter.joules == pytest.approx(0.2 + 2.0)
+    meter.start()  # a second window adds to the first
+    _zone(tmp_path, "intel-rapl:0", 600_000)
+    meter.stop()
+    assert meter.joules == pytest.approx(2.7)
+
+
+def test_energy_unavailable_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(energy, "POWERCAP", tmp_path / "absent")
+    meter = energy.EnergyMeter(torch.device("cpu"))
+    assert meter.source == f"unavailable: no RAPL package zones under {tmp_path / 'absent'}" and meter.joules is None
+    meter.start()
+    meter.stop()
+    assert meter.joules is None
+    (tmp_path / "intel-rapl:0" / "energy_uj").mkdir(parents=True)  # unreadable as a file
+    monkeypatch.setattr(energy, "POWERCAP", tmp_path)
+    assert energy.EnergyMeter(torch.device("cpu")).source.startswith("unavailable: ") and "not readable" in \
+        energy.EnergyMeter(torch.device("cpu")).source
