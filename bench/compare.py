@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import history
+from bench import history, ties
 from bench.errors import UnknownName
 from bench.identity import differences
 from bench.metrics import metric_info
@@ -98,6 +98,13 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
             note = None
             if other_hardware and metric_info(metric).kind == "speed" and v != "n/a":
                 v, note = "ungated", "other hardware: " + "; ".join(other_hardware)
+            if metric == _headline(c_ok) and v != "n/a":  # same examples on both sides: the paired test
+                paired = ties.compare(metric, c_ok, b_ok)
+                if paired.basis == "paired bootstrap":
+                    note = ("tied within noise: " if paired.tied else "") + \
+                        f"paired bootstrap 95% interval of the change [{paired.low:+.4f}, {paired.high:+.4f}]"
+                    if paired.tied and v in ("regressed", "improved"):
+                        v = "unchanged"
             base_mean, cand_mean = b[metric]["mean"], c[metric]["mean"]
             rows.append({**ident, "metric": metric, "unit": metric_info(metric).unit,
                          "baseline": base_mean, "baseline_std": b[metric]["std"], "baseline_n": b[metric]["n"],
@@ -108,6 +115,10 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
     columns = MATCH_KEYS + ["metric", "unit", "baseline", "baseline_std", "baseline_n", "candidate", "candidate_std",
                             "candidate_n", "change", "change_pct", "allowed", "verdict", "note"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _headline(records: list[dict]) -> str | None:
+    return next((r["info"]["task"].get("metric") for r in records if (r.get("info") or {}).get("task")), None)
 
 
 def _keys(records: list[dict]) -> list[tuple]:

@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bench import ties
 from bench.errors import UnknownName
 from bench.metrics import metric_info
 from bench.store import latest_runs
 from bench.units import format_mb
 from reports.pareto import pareto_mask
-from reports.tables import near_chance
+from reports.tables import chance_level, near_chance
 
 PRIORITIES = ["metric", "memory", "speed"]
 SPEED = "train_examples_per_s"
+SIZE = "adapter_size_mb"
 
 
 HEADLINE, MEMORY = "<headline>", "<memory>"  # placeholders for the task's metric and the device's memory
@@ -86,6 +88,24 @@ def select_condition(records: list[dict], budget=None, model=None, device=None) 
     return condition, kept
 
 
+def select_runs(records: list[dict], since: str | None, commit: str | None) -> tuple[list[dict], str]:
+    """The runs to rank: those of one git commit (prefix), those finished since a date, or by default the newest
+    invocation's, never an average over the whole history (old commits and hosts included)."""
+    if commit:
+        kept = [r for r in records if str(r.get("git_commit") or (r.get("env") or {}).get("git_commit") or "")
+                .startswith(commit)]
+        what = f"commit {commit}"
+    elif since:
+        kept = [r for r in records if str(r.get("finished_at") or "") >= since]
+        what = f"finished since {since}"
+    else:
+        newest = max(records, key=lambda r: r.get("finished_at") or "").get("invocation")
+        return [r for r in records if r.get("invocation") == newest], f"invocation {newest}"
+    if not kept:
+        raise UnknownName(f"no successful runs of {what} (drop --commit/--since to use the newest invocation)")
+    return kept, what
+
+
 def method_table(records: list[dict], metrics: list[str]) -> pd.DataFrame:
     rows = []
     for method in dict.fromkeys(r["method"] for r in records):
@@ -100,7 +120,7 @@ def method_table(records: list[dict], metrics: list[str]) -> pd.DataFrame:
 
 
 def recommend(records: list[dict], suite: str, task: str, constraints: list[Constraint], priority: str = "metric",
-              budget=None, model=None, device=None) -> Result:
+              budget=None, model=None, device=None, since: str | None = None, commit: str | None = None) -> Result:
     if priority not in PRIORITIES:
         raise UnknownName(f"unknown priority {priority!r} (valid: {', '.join(PRIORITIES)})")
     records = latest_runs(records, per=("invocation",))  # a re-run replaces its earlier record, never adds a seed
@@ -111,14 +131,14 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     if not ok:
         raise UnknownName(f"no successful runs of {suite}/{task} with budget {condition['budget']}, model "
                           f"{condition['model']}, device {condition['device']}")
+    ok, selection = select_runs(ok, since, commit)
     head, memory = headline_metric(suite, task, ok), memory_metric(condition["device"], ok)
     placeholders = {HEADLINE: head, MEMORY: memory}
     constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]
     wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", "adapter_size_mb", "latency_p50_ms",
                                  "majority_rate"] + [c.metric for c in constraints]))
     table = method_table(ok, wanted)
-    table["near_chance"] = [head == "accuracy" and near_chance(a, m)
-                            for a, m in zip(table[head], table["majority_rate"])]
+    table["near_chance"] = [near_chance(a, chance_level(head, m)) for a, m in zip(table[head], table["majority_rate"])]
     reasons = []
     for row in table.itertuples(index=False):
         failed = [f"{c.label} ({_show(c.metric, getattr(row, c.metric))})" for c in constraints
@@ -134,25 +154,67 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     if len(front):
         mask = pareto_mask(front[[m for m, _ in objectives]].values.tolist(), [up for _, up in objectives])
         table.loc[front.index, "pareto"] = mask
-    order = {"metric": [(head, False), (memory, True), (SPEED, False)],
-             "memory": [(memory, True), (head, False), (SPEED, False)],
-             "speed": [(SPEED, False), (head, False), (memory, True)]}[priority]
-    eligible = table[table.eligible].sort_values(["near_chance"] + [m for m, _ in order],
-                                                 ascending=[True] + [a for _, a in order], na_position="last")
-    table["rank"] = pd.Series(range(1, len(eligible) + 1), index=eligible.index)
+    order = {"metric": [(head, False), (memory, True), (SPEED, False), (SIZE, True)],
+             "memory": [(memory, True), (head, False), (SPEED, False), (SIZE, True)],
+             "speed": [(SPEED, False), (head, False), (memory, True), (SIZE, True)]}[priority]
+    by_method = {m: [r for r in ok if r["method"] == m] for m in table.method}
+    eligible = table[table.eligible]
+    ranked, decisions = [], {}
+    for chance in (False, True):  # near-chance methods rank after every working one
+        pool = list(eligible.method[eligible.near_chance == chance])
+        while pool:
+            winner, decisions[winner] = pick(pool, table.set_index("method"), by_method, order, head)
+            ranked.append(winner)
+            pool.remove(winner)
+    table["rank"] = table.method.map({m: i + 1 for i, m in enumerate(ranked)})
     table = table.sort_values(["rank", "method"], na_position="last").reset_index(drop=True)
     title = (f"{suite}/{task}: budget {condition['budget']}, model {condition['model']}, device {condition['device']} "
-             f"({len(ok)} runs)")
+             f"({len(ok)} runs{', ' + selection if selection else ''})")
     result = Result(title, table, head, memory, constraints)
-    if eligible.empty:
+    if not ranked:
         result.notes.append(nothing_satisfies(table, constraints))
         return result
-    result.top = eligible.iloc[0].method
-    result.why = explain(table, result.top, priority, head, memory)
-    if eligible.iloc[0].near_chance:
+    result.top = ranked[0]
+    result.why = explain(table, result.top, priority, head, memory, decisions[result.top])
+    if table.set_index("method").loc[result.top, "near_chance"]:
         result.notes.append(f"warning: every eligible method scored near chance on {head}; "
                             "train longer (a larger --budget) before trusting this choice")
     return result
+
+
+def same_within_noise(metric: str, head: str, rows, by_method: dict, a: str, b: str) -> tuple[bool, str]:
+    """(a ties b on `metric`, how that was judged). The headline metric: the paired test (bench/ties.py);
+    cost metrics: `bench compare`'s noise thresholds (a 2 MB gap is not a trade)."""
+    if metric == head:
+        c = ties.compare(head, by_method[a], by_method[b])
+        return c.tied, (f"{a} - {b}: 95% interval [{c.low:+.4f}, {c.high:+.4f}] by {c.basis}"
+                        if c.basis != "none" else "one seed, no saved predictions: no interval")
+    x, y = rows.loc[a], rows.loc[b]
+    if math.isnan(x[metric]) or math.isnan(y[metric]):
+        return False, "not measured"
+    worse = _clearly_worse(metric, x[metric], x[f"{metric}_std"], y[metric], y[f"{metric}_std"]) or \
+        _clearly_worse(metric, y[metric], y[f"{metric}_std"], x[metric], x[f"{metric}_std"])
+    return not worse, "noise thresholds of bench compare"
+
+
+def pick(pool: list[str], rows, by_method: dict, order: list[tuple[str, bool]], head: str) -> tuple[str, list]:
+    """The next method in the ranking: criteria in order, each keeping only the methods tied (within noise)
+    with the best on it, until one is left. Returns it and the steps that decided: [(metric, best, [(rival,
+    how judged)] tied with the best and carried to the next criterion, [rivals dropped here])]."""
+    steps, cands = [], list(pool)
+    for metric, ascending in order:
+        valued = [m for m in cands if not math.isnan(rows.loc[m, metric])]
+        if not valued:
+            continue
+        best = sorted(valued, key=lambda m: rows.loc[m, metric], reverse=not ascending)[0]
+        judged = {m: same_within_noise(metric, head, rows, by_method, m, best) for m in cands if m != best}
+        keep = [best] + [m for m in cands if m != best and judged[m][0]]
+        steps.append((metric, best, [(m, judged[m][1]) for m in keep[1:]],
+                      [(m, judged[m][1]) for m in cands if m not in keep]))
+        cands = keep
+        if len(cands) == 1:
+            break
+    return cands[0], steps  # still tied on every criterion: the best raw value of the last one
 
 
 def nothing_satisfies(table: pd.DataFrame, constraints: list[Constraint]) -> str:
@@ -176,35 +238,44 @@ def _clearly_worse(metric: str, mine, mine_std, other, other_std) -> bool:
     return verdict(metric, other, other_std, mine, mine_std, Thresholds())[0] == "regressed"
 
 
-def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str) -> str:
-    """One sentence: why the top choice wins (against the runner-up) and what it trades away.
-
-    Differences within `bench compare`'s noise thresholds count as ties, so a 2 MB gap is not a trade.
-    """
-    eligible = table[table.eligible]
-    me = eligible[eligible.method == top].iloc[0]
-    others = eligible[eligible.method != top]
-    axes = {"metric": (head, True), "memory": (memory, False), "speed": (SPEED, True)}
-    axis, up = axes[priority]
-    if others.empty:
+def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str, steps: list) -> str:
+    """What decided, as the ranking rule applied it: the criteria on which rivals tied with the top choice
+    within noise, the one that separated it, then what it trades away against the others."""
+    rows = table[table.eligible].set_index("method")
+    if len(rows) == 1:
         return f"{top} is the only method that meets the constraints."
-    runner = others.sort_values(axis, ascending=not up, na_position="last").iloc[0]
-    versus = f"{_show(axis, me[axis])} vs {_show(axis, runner[axis])} for {runner.method}"
-    if _clearly_worse(axis, runner[axis], runner[f"{axis}_std"], me[axis], me[f"{axis}_std"]):
-        win = f"{top} has the best {_name(axis)} ({versus})"
-    else:
-        win = f"{top} ties on {_name(axis)} within noise ({versus}) and wins on the next criteria"
+    parts = []
+    for i, (metric, best, tied, dropped) in enumerate(steps):
+        if tied:
+            rivals = ", ".join(f"{m} ({_show(metric, rows.loc[m, metric])}; {how})" for m, how in tied)
+            parts.append(f"{top} ties on {_name(metric)} within noise ({_show(metric, rows.loc[top, metric])}) with "
+                         f"{rivals}")
+        elif dropped and best == top:
+            m, how = dropped[0] if len(dropped) == 1 else max(
+                dropped, key=lambda d: rows.loc[d[0], metric] * (1 if metric in (head, SPEED) else -1))
+            parts.append(f"{top} has the best {_name(metric)}" if i == 0 else f"{_name(metric)} decided")
+            parts[-1] += (f": {_show(metric, rows.loc[top, metric])} vs {_show(metric, rows.loc[m, metric])} for {m}, "
+                          f"the closest rival ({how})")
+            break
+    if steps and steps[-1][2]:  # tied on every criterion
+        parts.append("tied on every criterion; it has the best raw value of the last")
+    if not parts:  # it was alone in its group: every other eligible method scored near chance
+        parts.append(f"{top} is the only eligible method not near chance on {head} "
+                     f"({_show(head, rows.loc[top, head])}; the others learned nothing measurable)")
+    axes = {"metric": (head, True), "memory": (memory, False), "speed": (SPEED, True)}
+    others = rows.drop(index=top)
     trades = []
     for name, (metric, higher) in axes.items():
         if name == priority or others[metric].dropna().empty:
             continue
-        best = others.loc[others[metric].idxmax() if higher else others[metric].idxmin()]
-        if _clearly_worse(metric, me[metric], me[f"{metric}_std"], best[metric], best[f"{metric}_std"]):
-            trades.append(f"{_name(metric)} ({_show(metric, me[metric])} vs {_show(metric, best[metric])} "
-                          f"for {best.method})")
+        best = others[metric].idxmax() if higher else others[metric].idxmin()
+        me = rows.loc[top]
+        if _clearly_worse(metric, me[metric], me[f"{metric}_std"], others.loc[best, metric], others.loc[best, f"{metric}_std"]):
+            trades.append(f"{_name(metric)} ({_show(metric, me[metric])} vs {_show(metric, others.loc[best, metric])} "
+                          f"for {best})")
     trade = ("it trades away " + " and ".join(trades)) if trades else \
         "no other eligible method is clearly better on the other axes"
-    return f"{win} among the methods that meet the constraints; {trade}."
+    return "; ".join(parts) + f". Among the methods that meet the constraints, {trade}."
 
 
 def _name(metric: str) -> str:

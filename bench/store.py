@@ -74,6 +74,7 @@ class ResultStore:
                 except json.JSONDecodeError:
                     record = None
                 if isinstance(record, dict):
+                    record.setdefault("source", str(self.path.parent.resolve()))  # where its predictions lie
                     out.append(record)
                 else:
                     self.corrupt_lines.append(number)
@@ -84,11 +85,13 @@ class ResultStore:
         return out
 
 
-def latest_folder(root: str | os.PathLike, suite: str) -> Path | None:
-    """The most recently written results folder under `root` holding runs of `suite` (for `--resume`)."""
+def latest_folder(root: str | os.PathLike, suite: str, tuning: bool = False) -> Path | None:
+    """The most recently written results folder under `root` holding runs of `suite` (for `--resume`); with
+    `tuning`, one holding tuning trials (scored on the dev split) instead."""
     folders = sorted((p.parent for p in Path(root).glob(f"*/{RESULTS_FILE}")), key=lambda p: p.stat().st_mtime)
     for folder in reversed(folders):
-        if any(r.get("suite") == suite for r in ResultStore(folder).records(warn=False)):
+        if any(r.get("suite") == suite and ((r.get("config") or {}).get("scored_on") == "dev") == tuning
+               for r in ResultStore(folder).records(warn=False)):
             return folder
     return None
 

@@ -9,13 +9,18 @@ def _escape(text: str) -> str:
 
 
 def section_table(section: Section) -> str:
-    header = ["method"] + [_header(c) for c in section.columns] + ["status"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(section.columns) + ["---"]) + "|"]
+    extra = ["95% CI", "vs best"] if section.ties else []
+    header = ["method"] + [_header(c) for c in section.columns[:1]] + extra + \
+        [_header(c) for c in section.columns[1:]] + ["status"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(section.columns) + len(extra)) + ["---"]) + "|"]
     for row in section.rows:
         cells = [f"`{row.method}`"]
-        for col in section.columns:
+        for i, col in enumerate(section.columns):
             text = fmt_stat(row.stats[col.metric], col.metric, with_n=col.headline)
             cells.append(f"**{text}**" if row.method in section.best.get(col.metric, ()) else text)
+            if i == 0 and extra:
+                cells += [section.interval(row.method), section.versus_best(row.method)]
         status = row.status if row.all_ok else f"{row.status}: " + "; ".join(row.reasons)
         cells.append(_escape(status))
         lines.append("| " + " | ".join(cells) + " |")
@@ -29,7 +34,10 @@ def _header(col) -> str:
 
 def markdown_report(sections: list[Section], title: str) -> str:
     parts = [f"# {title}", "",
-             "Mean ± standard deviation over seeds (n = successful runs); **bold** is the best value of a column "
+             "Mean ± standard deviation over seeds (n = successful runs); 95% CI: bootstrap interval over evaluation "
+             "examples (seeds pooled); vs best: the difference from the best method with the 95% interval of a paired "
+             "bootstrap, `tied` when it holds 0. **Bold** headline: every method tied with the best; in the other "
+             "columns **bold** is the best value "
              "(↑ higher is better, ↓ lower is better)."]
     for s in sections:
         env = dict(s.env)

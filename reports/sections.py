@@ -113,10 +113,28 @@ class Section:
     metric: str | None  # the task's headline metric; None when no quality metric was recorded
     rows: list[MethodRow]
     columns: list[Column]
-    best: dict[str, set[str]]  # column metric -> methods holding the best value
+    best: dict[str, set[str]]  # column metric -> methods holding the best value (headline: tied with the best)
     env: list[tuple[str, str]]
     plots: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, caption, image), filled by a renderer
     note: str = ""  # the task's caveat, from the suite registry
+    # Headline metric: each method against the best (bench/ties.py) and its 95% interval over examples.
+    ties: dict = field(default_factory=dict)
+    intervals: dict = field(default_factory=dict)
+
+    def versus_best(self, method: str) -> str:
+        """`best`, `tied`, `-0.031 [-0.05, -0.01]`, or `-0.031 (no interval)` for the section's tables."""
+        c = self.ties.get(method)
+        if c is None:
+            return "–"
+        if c.basis == "itself":
+            return "best"
+        if c.basis == "none":
+            return f"{c.diff:+.3f} (no interval)"
+        return ("tied " if c.tied else "") + f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+
+    def interval(self, method: str) -> str:
+        ci = self.intervals.get(method)
+        return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–"
 
     @property
     def title(self) -> str:
@@ -195,8 +213,18 @@ def _section(key: dict, records: list[dict]) -> Section:
         rows.append(row)
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
-    return Section(**key, metric=metric, rows=rows, columns=columns, best=best_methods(rows, columns),
-                   env=environment(key, records), note=info.get("note") or (registered.note if registered else ""))
+    best = best_methods(rows, columns)
+    versus, intervals = {}, {}
+    if metric:
+        from bench import ties
+        runs = {row.method: row.ok_runs for row in rows if row.ok_runs}
+        _, versus = ties.versus_best(metric, runs)
+        intervals = {m: ties.method_interval(metric, rs) for m, rs in runs.items()}
+        if versus:  # every method tied with the best is highlighted, not only the raw maximum
+            best[metric] = {m for m, c in versus.items() if c.tied}
+    return Section(**key, metric=metric, rows=rows, columns=columns, best=best, env=environment(key, records),
+                   note=info.get("note") or (registered.note if registered else ""), ties=versus,
+                   intervals=intervals)
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:

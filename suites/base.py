@@ -45,7 +45,8 @@ class Task:
     eval_split: str
     # Hub id -> folder name under the models dir, for models whose local copy has another name.
     model_local_names: dict[str, str] = field(default_factory=dict)
-    # Per-method learning rates that suit this task better than the method's default.
+    # Per-method learning rates this task needs whatever the tuning (the smoke tasks' random tiny models);
+    # real tasks get theirs from `bench tune` (suites/tuned/), never from a look at the evaluation split.
     lr_overrides: dict[str, float] = field(default_factory=dict)
     # Where the data comes from: `<data dir>/<data_subdir>/<split>.parquet`, else the Hub dataset.
     data_subdir: str = ""
@@ -53,6 +54,11 @@ class Task:
     hub_config: str | None = None
     hub_kwargs: dict = field(default_factory=dict)  # more load_dataset arguments (revision, data_dir)
     train_split: str = "train"
+    # The dev split tuning and early stopping score on; the evaluation split is scored only by `bench run`.
+    # A task with its own dev split names it; otherwise `dev_examples` are carved from the training data,
+    # disjoint from every budget's training subset (see `load_data`).
+    dev_split: str | None = None
+    dev_examples: int = 1000
     label_column: str = "label"
     # A caveat every reader of this task's numbers should see; reports print it under the section title.
     note: str = ""
@@ -66,8 +72,22 @@ class Task:
     def resolve_model(self, ref: str, model_dir: Path | None) -> str:
         return resolve.model_path(ref, model_dir, self.model_local_names)
 
-    def raw_splits(self, data_dir: Path | None):
-        return resolve.load_splits(data_dir, self.data_subdir, [self.train_split, self.eval_split], self.hub_id,
+    def splits(self, score_on: str = "eval") -> list[str]:
+        """The splits a run reads: training data, plus the evaluation split (`eval`) or the dev split (`dev`;
+        none extra when the dev set is carved from the training data). Tuning never opens the evaluation split."""
+        if score_on not in ("eval", "dev"):
+            raise UnknownName(f"unknown split to score on {score_on!r} (valid: eval, dev)")
+        extra = self.eval_split if score_on == "eval" else self.dev_split
+        return [self.train_split] + ([extra] if extra else [])
+
+    def dev_description(self, rows: int | None = None) -> str:
+        if self.dev_split:
+            return f"the {self.dev_split} split" + (f" ({rows} examples)" if rows is not None else "")
+        return f"{rows if rows is not None else self.dev_examples} examples carved from {self.train_split} " \
+               f"(never trained on)"
+
+    def raw_splits(self, data_dir: Path | None, splits: list[str] | None = None):
+        return resolve.load_splits(data_dir, self.data_subdir, splits or self.splits(), self.hub_id,
                                    self.hub_config, columns=tuple(self.required_columns()), **self.hub_kwargs)
 
     def model_identity(self, ref: str, model_dir: Path | None) -> dict:
@@ -82,12 +102,12 @@ class Task:
         weights = sorted(p for pattern in resolve.WEIGHT_FILES for p in path.glob(pattern))
         return {"ref": ref, "weights_sha256": {p.name: identity.file_sha256(p) for p in weights}}
 
-    def data_identity(self, data_dir: Path | None) -> dict:
+    def data_identity(self, data_dir: Path | None, score_on: str = "eval") -> dict:
         """The data as a run's configuration records it: each file's hash and row count, or the Hub dataset."""
         if data_dir is None:
             return {"hub_id": self.hub_id, "hub_config": self.hub_config, **self.hub_kwargs}
         out = {}
-        for split in (self.train_split, self.eval_split):
+        for split in self.splits(score_on):
             path = data_dir / self.data_subdir / f"{split}.parquet"
             out[split] = {"sha256": identity.file_sha256(path), "rows": resolve.parquet_rows(path)} \
                 if path.is_file() else {"missing": str(path)}
@@ -111,17 +131,22 @@ class Task:
         return {"num_labels": len(names), "id2label": dict(enumerate(names)),
                 "label2id": {n: i for i, n in enumerate(names)}}
 
-    def load_data(self, data_dir: Path | None, budget: Budget) -> tuple[Any, Any]:
-        """(train, eval) datasets, already cut to the budget."""
-        ds = self.raw_splits(data_dir)
+    def load_data(self, data_dir: Path | None, budget: Budget, score_on: str = "eval") -> tuple[Any, Any]:
+        """(train, scored) datasets, cut to the budget; `scored` is the evaluation split or the dev set."""
+        ds = self.raw_splits(data_dir, self.splits(score_on))
         try:
             self.label_names = self.label_names_of(ds[self.train_split])
         except (AttributeError, KeyError, TypeError) as e:
             raise DataError(f"{self._source(data_dir, self.train_split)}: its label column carries no class names "
                             f"(expected a datasets ClassLabel feature, found "
                             f"{ds[self.train_split].features.get(self.required_columns()[-1])})") from e
-        train = subset(ds[self.train_split], budget.train_examples)
-        evaluation = ds[self.eval_split]
+        n = budget.train_examples
+        if self.dev_split:
+            train, carved = subset(ds[self.train_split], n), None
+        else:  # the pool is a fixed shuffle already: its first rows are the budget's subset
+            pool, carved = split_off_dev(ds[self.train_split], self.dev_examples)
+            train = pool if n is None or n >= len(pool) else pool.select(range(n))
+        evaluation = ds[self.eval_split] if score_on == "eval" else ds[self.dev_split] if self.dev_split else carved
         if budget.eval_examples is not None:
             evaluation = evaluation.select(range(min(budget.eval_examples, len(evaluation))))
         return train, evaluation
@@ -137,8 +162,17 @@ class Task:
     def collate(self, examples: list[dict], processor) -> Batch:
         raise NotImplementedError
 
-    def evaluate(self, model: torch.nn.Module, batches: list[Batch], device: torch.device) -> dict:
+    def predict(self, model: torch.nn.Module, batches: list[Batch], device: torch.device) -> tuple[dict, dict]:
+        """({"gold": [...], "pred": [...], maybe "score": [...]} per example in batch order, extra metrics)."""
         raise NotImplementedError
+
+    def score(self, predictions: dict) -> dict:
+        """The task's metrics from predictions (so saved predictions can be re-scored without the model)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: torch.nn.Module, batches: list[Batch], device: torch.device) -> dict:
+        predictions, extra = self.predict(model, batches, device)
+        return {**self.score(predictions), **extra}
 
     # --- shared defaults --------------------------------------------------------------------------
     def length(self, example: dict) -> int:
@@ -166,8 +200,13 @@ class Task:
                 if produced == total:
                     return
 
+    def eval_order(self, examples: list[dict]) -> list[int]:
+        """The order evaluation batches hold the examples in (by length, to pad little); predictions are
+        mapped back to example indices with it."""
+        return sorted(range(len(examples)), key=lambda i: self.length(examples[i]))
+
     def eval_batches(self, examples: list[dict], processor, batch_size: int) -> list[Batch]:
-        order = sorted(range(len(examples)), key=lambda i: self.length(examples[i]))
+        order = self.eval_order(examples)
         return [self.collate([examples[i] for i in order[s:s + batch_size]], processor)
                 for s in range(0, len(order), batch_size)]
 
@@ -189,8 +228,17 @@ def to_device(batch: Batch, device) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def split_off_dev(ds, n_dev: int, seed: int = 0):
+    """(training pool, dev set): a fixed shuffle; the dev set is its last `n_dev` rows (at most a fifth of the
+    data). A budget's training subset is the pool's first rows, so the quick subsets are those of a
+    shuffle of the whole split, as before dev sets were carved, and never meet the dev set."""
+    n_dev = min(n_dev, len(ds) // 5)
+    shuffled = ds.shuffle(seed=seed)
+    return shuffled.select(range(len(ds) - n_dev)), shuffled.select(range(len(ds) - n_dev, len(ds)))
+
+
 def subset(ds, n: int | None, seed: int = 0):
-    """A fixed subset (same for every seed and method, so runs stay comparable)."""
+    """A fixed subset of `n` rows (the same for every seed and method): the first `n` of a shuffle with `seed`."""
     if n is None or n >= len(ds):
         return ds
     return ds.shuffle(seed=seed).select(range(n))

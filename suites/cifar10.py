@@ -17,11 +17,10 @@ TASK = ImageClassificationTask(
     default_model=MOBILENET_V2,
     model_local_names=LOCAL_MODELS,
     eval_split="test",
+    dev_examples=1000,  # carved from the 10,000 training images
     data_subdir="cifar10",
     hub_id="cifar10",
     image_column="img",
-    # The converted MobileNets collapse under full fine-tuning at 1e-3; 1e-4 works (PROVENANCE.md).
-    lr_overrides={"full": 1e-4},
     budgets={
         "smoke": Budget(train_examples=64, batch_size=16, max_length=64, eval_examples=64,
                         latency_samples=5, warmup_steps=1, log_every=1),

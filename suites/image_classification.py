@@ -104,15 +104,25 @@ class ImageClassificationTask(Task):
         return model, ImagePreprocessing.from_pretrained(path)
 
     def encode(self, ds, prep: ImagePreprocessing, budget: Budget, train: bool) -> list[dict]:
-        """Decode every image once; training images keep a margin for the random crop."""
-        t0 = time.perf_counter()
-        images = ds.select_columns([self.image_column])
-        pixels = [prep.to_uint8(row[self.image_column], budget.max_length, center_crop=not train) for row in images]
-        examples = [{"pixel_values": p, "labels": int(y)} for p, y in zip(pixels, ds[self.label_column])]
-        size = tuple(pixels[0].shape[1:]) if pixels else ()
-        print(f"images: {len(examples)} {'train' if train else 'eval'} images decoded to {size} uint8 in "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        return examples
+        """Decode every image once (or read them from the on-disk cache, bench/cache.py); training images keep a
+        margin for the random crop. The examples' pixels are views of one [N, 3, S, S] uint8 tensor."""
+        import torch
+
+        from bench.cache import cached
+
+        def build() -> dict:
+            t0 = time.perf_counter()
+            side = budget.max_length if not train else prep.resized_side(budget.max_length)
+            pixels = torch.empty(len(ds), 3, side, side, dtype=torch.uint8)  # filled in place: no second copy
+            for i, row in enumerate(ds.select_columns([self.image_column])):
+                pixels[i] = prep.to_uint8(row[self.image_column], budget.max_length, center_crop=not train)
+            print(f"images: {len(ds)} {'train' if train else 'eval'} images decoded to {(side, side)} uint8 in "
+                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            return {"pixels": pixels, "labels": [int(y) for y in ds[self.label_column]]}
+        params = {"encode": "images-v1", "columns": [self.image_column, self.label_column],
+                  "res": budget.max_length, "center_crop": not train}
+        data = cached(ds, prep, params, build, f"{len(ds)} {'train' if train else 'eval'} images")
+        return [{"pixel_values": p, "labels": y} for p, y in zip(data["pixels"], data["labels"])]
 
     def collate(self, examples: list[dict], prep: ImagePreprocessing) -> Batch:
         import torch
@@ -156,4 +166,5 @@ class ImageClassificationTask(Task):
                     setattr(module, attr, getattr(base, attr))
 
     # Scored like sentence classification: accuracy, and the majority-class rate beside it.
-    evaluate = TextClassificationTask.evaluate
+    predict = TextClassificationTask.predict
+    score = TextClassificationTask.score

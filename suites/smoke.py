@@ -83,19 +83,21 @@ class SmokeSentimentTask(TextClassificationTask):
     def model_identity(self, ref, model_dir):
         return {"ref": ref, "built": "tiny-bert-v2"} if ref == TINY_BERT else super().model_identity(ref, model_dir)
 
-    def data_identity(self, data_dir):
-        return {"generated": "sentiment_data(256, seed=1) / (64, seed=2)"}
+    def data_identity(self, data_dir, score_on="eval"):
+        return {"generated": "sentiment_data(256, seed=1) / test (64, seed=2) / dev (64, seed=3)"}
 
-    def raw_splits(self, data_dir):
+    def raw_splits(self, data_dir, splits=None):
         import datasets
-        return datasets.DatasetDict({"train": sentiment_data(256, seed=1), "test": sentiment_data(64, seed=2)})
+        made = {"train": lambda: sentiment_data(256, seed=1), "test": lambda: sentiment_data(64, seed=2),
+                "dev": lambda: sentiment_data(64, seed=3)}
+        return datasets.DatasetDict({s: made[s]() for s in splits or self.splits()})
 
 
 SMOKE_BUDGET = Budget(batch_size=16, epochs=2, max_length=32, eval_batch_size=32, latency_samples=5,
                       warmup_steps=2, log_every=2)
 
 SENTIMENT = SmokeSentimentTask(
-    name="sentiment", suite="smoke", metric="accuracy", default_model=TINY_BERT, eval_split="test",
+    name="sentiment", suite="smoke", metric="accuracy", default_model=TINY_BERT, eval_split="test", dev_split="dev",
     budgets={"smoke": SMOKE_BUDGET, "quick": SMOKE_BUDGET, "full": SMOKE_BUDGET},
     lr_overrides={"full": 1e-2},  # the random tiny BERT learns the task in 32 steps only at this rate
 )

@@ -86,20 +86,21 @@ class SmokeNerTask(TokenClassificationTask):
         return {"ref": ref, "built": "tiny-ner-bert-v1"} if ref == TINY_NER_BERT \
             else super().model_identity(ref, model_dir)
 
-    def data_identity(self, data_dir):
-        return {"generated": "ner_data(256, seed=1) / (64, seed=2, with_long=True)"}
+    def data_identity(self, data_dir, score_on="eval"):
+        return {"generated": "ner_data(256, seed=1) / test (64, seed=2, with_long=True) / dev (seed=3)"}
 
-    def raw_splits(self, data_dir):
+    def raw_splits(self, data_dir, splits=None):
         import datasets
-        return datasets.DatasetDict({"train": ner_data(256, seed=1, with_long=False),
-                                     "test": ner_data(64, seed=2, with_long=True)})
+        made = {"train": lambda: ner_data(256, seed=1, with_long=False),
+                "test": lambda: ner_data(64, seed=2, with_long=True), "dev": lambda: ner_data(64, seed=3, with_long=True)}
+        return datasets.DatasetDict({s: made[s]() for s in splits or self.splits()})
 
 
 SMOKE_NER_BUDGET = Budget(batch_size=16, epochs=3, max_length=32, eval_batch_size=32, latency_samples=5,
                           warmup_steps=2, log_every=4)
 
 TASK = SmokeNerTask(
-    name="ner", suite="smoke", metric="entity_f1", default_model=TINY_NER_BERT, eval_split="test",
+    name="ner", suite="smoke", metric="entity_f1", default_model=TINY_NER_BERT, eval_split="test", dev_split="dev",
     budgets={"smoke": SMOKE_NER_BUDGET, "quick": SMOKE_NER_BUDGET, "full": SMOKE_NER_BUDGET},
     lr_overrides={"full": 1e-2},  # as for the smoke sentiment task: the random tiny BERT needs a high rate
 )

@@ -25,11 +25,11 @@ class SmokeVisionTask(ImageClassificationTask):
                           f"(--model-dir or BENCH_MODEL_DIR; got {model_dir})")
         return super().resolve_model(ref, model_dir)
 
-    def load_data(self, data_dir: Path | None, budget: Budget):
+    def load_data(self, data_dir: Path | None, budget: Budget, score_on: str = "eval"):
         if data_dir is None or not (data_dir / self.data_subdir).is_dir():
             raise SkipRun(f"the smoke vision task needs real images in {self.data_subdir}/ under a data dir "
                           f"(--data-dir or BENCH_DATA_DIR; got {data_dir})")
-        return super().load_data(data_dir, budget)
+        return super().load_data(data_dir, budget, score_on)
 
 
 SMOKE_VISION_BUDGET = Budget(train_examples=64, batch_size=16, epochs=2, max_length=64, eval_examples=32,

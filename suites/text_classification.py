@@ -20,22 +20,37 @@ class TextClassificationTask(Task):
         return model, AutoTokenizer.from_pretrained(path)
 
     def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:
-        enc = tokenizer(list(ds[self.text_column]), truncation=True, max_length=budget.max_length)
-        return [{"input_ids": ids, "attention_mask": mask, "labels": label}
-                for ids, mask, label in zip(enc["input_ids"], enc["attention_mask"], list(ds[self.label_column]))]
+        from bench.cache import cached
+
+        def build() -> list[dict]:
+            enc = tokenizer(list(ds[self.text_column]), truncation=True, max_length=budget.max_length)
+            return [{"input_ids": ids, "attention_mask": mask, "labels": label} for ids, mask, label
+                    in zip(enc["input_ids"], enc["attention_mask"], list(ds[self.label_column]))]
+        params = {"encode": "text-v1", "columns": [self.text_column, self.label_column],
+                  "max_length": budget.max_length}
+        return cached(ds, tokenizer, params, build, f"{len(ds)} {'train' if train else 'eval'} sentences")
 
     def collate(self, examples: list[dict], tokenizer) -> Batch:
         return dict(tokenizer.pad(examples, return_tensors="pt"))
 
-    def evaluate(self, model, batches: list[Batch], device) -> dict:
+    def predict(self, model, batches: list[Batch], device) -> tuple[dict, dict]:
+        """Per example, in batch order: gold class, predicted class and its probability; no extra metrics."""
         import torch
-        preds, golds = [], []
+        preds, golds, probs = [], [], []
         with torch.inference_mode():
             for batch in batches:
                 batch = to_device(batch, device)
                 golds.append(batch.pop("labels").cpu())
-                preds.append(model(**batch).logits.argmax(-1).cpu())
-        pred, gold = torch.cat(preds), torch.cat(golds)
+                p = model(**batch).logits.float().softmax(-1).cpu()
+                conf, pred = p.max(-1)
+                preds.append(pred)
+                probs.append(conf)
+        return {"gold": torch.cat(golds).tolist(), "pred": torch.cat(preds).tolist(),
+                "score": torch.cat(probs).tolist()}, {}
+
+    def score(self, predictions: dict) -> dict:
+        import numpy as np
+        gold, pred = np.asarray(predictions["gold"]), np.asarray(predictions["pred"])
         # The majority-class rate is what a constant predictor scores: near it, a run learned nothing.
-        return {"accuracy": float((pred == gold).float().mean()),
-                "majority_rate": float(torch.bincount(gold).max() / len(gold))}
+        return {"accuracy": float((pred == gold).mean()),
+                "majority_rate": float(np.bincount(gold).max() / len(gold))}

@@ -88,8 +88,12 @@ class TokenClassificationTask(Task):
         return model, tokenizer
 
     def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:
+        from bench.cache import cached
         max_length = budget.max_length if train else self.eval_max_length
-        return encode_words(tokenizer, list(ds[self.tokens_column]), list(ds[self.tags_column]), max_length)
+        params = {"encode": "words-v1", "columns": [self.tokens_column, self.tags_column], "max_length": max_length}
+        return cached(ds, tokenizer, params, lambda: encode_words(tokenizer, list(ds[self.tokens_column]),
+                                                                  list(ds[self.tags_column]), max_length),
+                      f"{len(ds)} {'train' if train else 'eval'} sentences")
 
     def collate(self, examples: list[dict], tokenizer) -> Batch:
         from transformers import DataCollatorForTokenClassification
@@ -98,7 +102,7 @@ class TokenClassificationTask(Task):
 
     def eval_batches(self, examples: list[dict], tokenizer, batch_size: int) -> list[Batch]:
         """Model inputs plus each sentence's full gold tags and piece -> word map (popped in evaluate)."""
-        order = sorted(range(len(examples)), key=lambda i: self.length(examples[i]))
+        order = self.eval_order(examples)
         batches = []
         for s in range(0, len(order), batch_size):
             chunk = [examples[i] for i in order[s:s + batch_size]]
@@ -110,32 +114,32 @@ class TokenClassificationTask(Task):
             batches.append(batch)
         return batches
 
-    def evaluate(self, model, batches: list[Batch], device) -> dict:
+    def predict(self, model, batches: list[Batch], device) -> tuple[dict, dict]:
+        """Per sentence, in batch order: gold and predicted tags of every word; words cut or lost, counted."""
         import torch
-        with torch.inference_mode():
-            return self._evaluate(model, batches, device)
-
-    def _evaluate(self, model, batches: list[Batch], device) -> dict:
         names = self.label_names
         outside = names.index("O")
         gold, pred = [], []
         truncated = empty = 0
-        for batch in batches:
-            word_index, word_tags = batch.pop("word_index"), batch.pop("word_tags")
-            batch.pop("labels")
-            logits = model(**to_device(batch, device)).logits
-            predicted = logits.argmax(-1).cpu()
-            for row in range(len(word_tags)):
-                tags = word_tags[row][word_tags[row] != IGNORE].tolist()
-                words = [outside] * len(tags)  # words without a piece are predicted O, never dropped
-                first = word_index[row] >= 0
-                for w, p in zip(word_index[row][first].tolist(), predicted[row][first].tolist()):
-                    words[w] = p
-                cut, blank = words_without_piece(word_index[row].tolist(), len(tags))
-                truncated, empty = truncated + cut, empty + blank
-                gold.append([names[i] for i in tags])
-                pred.append([names[i] for i in words])
-        return {**entity_scores(gold, pred), "truncated_words": truncated, "empty_words": empty}
+        with torch.inference_mode():
+            for batch in batches:
+                word_index, word_tags = batch.pop("word_index"), batch.pop("word_tags")
+                batch.pop("labels")
+                predicted = model(**to_device(batch, device)).logits.argmax(-1).cpu()
+                for row in range(len(word_tags)):
+                    tags = word_tags[row][word_tags[row] != IGNORE].tolist()
+                    words = [outside] * len(tags)  # words without a piece are predicted O, never dropped
+                    first = word_index[row] >= 0
+                    for w, p in zip(word_index[row][first].tolist(), predicted[row][first].tolist()):
+                        words[w] = p
+                    cut, blank = words_without_piece(word_index[row].tolist(), len(tags))
+                    truncated, empty = truncated + cut, empty + blank
+                    gold.append([names[i] for i in tags])
+                    pred.append([names[i] for i in words])
+        return {"gold": gold, "pred": pred}, {"truncated_words": truncated, "empty_words": empty}
+
+    def score(self, predictions: dict) -> dict:
+        return entity_scores(predictions["gold"], predictions["pred"])
 
 
 def padded(rows: list[list[int]], width: int, left: bool = False):

@@ -21,6 +21,7 @@ def isolated_from_the_user(tmp_path_factory):
         for name in ("BENCH_HISTORY_DB", "BENCH_FAULT"):
             mp.delenv(name, raising=False)
         mp.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.mktemp("bench-cache")))
+        mp.setenv("BENCH_TUNED_DIR", str(tmp_path_factory.mktemp("tuned")))  # never the project's tuned rates
         mp.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets-cache")))
         mp.setenv("BENCH_WORKER_START", "forkserver")
         yield

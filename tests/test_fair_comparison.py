@@ -1,0 +1,147 @@
+"""A fair comparison: the tuning protocol, intervals, paired ties, and `bench recommend` following its rule."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import predictions, recommend as rec, stats, ties, tuning
+from conftest import run_bench
+from test_history import record
+
+
+def saved_run(folder, method, correct, seed=0, **metrics):
+    """A record whose predictions file marks `correct` (a 0/1 array) per example, as a worker saves it."""
+    r = record(method=method, seed=seed, accuracy=float(np.mean(correct)), **metrics)
+    r["source"] = str(folder)
+    r["info"]["predictions"] = predictions.relative_path(r["run_id"])
+    gold = [1] * len(correct)
+    predictions.save(folder / r["info"]["predictions"], list(range(len(correct))),
+                     {"gold": gold, "pred": [int(c) for c in correct]})
+    return r
+
+
+def test_grid_is_log_spaced_and_the_same_size_for_every_method():
+    for centre in (5e-5, 2e-3, 5e-2):
+        g = tuning.grid(centre)
+        assert len(g) == 5 and g[2] == pytest.approx(centre) and g[-1] / g[0] == pytest.approx(100, rel=0.01)
+        assert np.allclose(np.diff(np.log(g)), np.log(10) / 2, rtol=0.01)
+    assert tuning.choose({1e-3: [0.8], 1e-2: [0.85, 0.83], 1e-1: [float("nan")]}) == 1e-2
+
+
+def test_entity_f1_by_sentence_equals_seqeval():
+    from seqeval.metrics import f1_score
+    gold = [["B-PER", "I-PER", "O"], ["B-LOC", "O"], ["O", "B-ORG"]]
+    pred = [["B-PER", "I-PER", "O"], ["B-PER", "O"], ["O", "B-ORG"]]
+    per_sentence = stats.example_stats("entity_f1", gold, pred)
+    assert per_sentence.tolist() == [[1, 1, 1], [0, 1, 1], [1, 1, 1]]
+    assert stats.point("entity_f1", per_sentence) == pytest.approx(f1_score(gold, pred))
+    low, high = stats.bootstrap_ci("entity_f1", per_sentence)
+    assert 0 <= low <= f1_score(gold, pred) <= high <= 1
+
+
+def test_identical_predictions_are_tied_and_a_planted_gap_is_not(tmp_path):
+    rng = np.random.default_rng(0)
+    base = (rng.random(1000) < 0.80).astype(int)
+    same = saved_run(tmp_path, "lora", base)
+    twin = saved_run(tmp_path, "full", base.copy())
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:50]] = 1  # 5 points more accuracy on the same examples
+    gap = saved_run(tmp_path, "dora", better)
+    tie = ties.compare("accuracy", [same], [twin])
+    assert tie.basis == "paired bootstrap" and tie.tied and tie.diff == 0
+    far = ties.compare("accuracy", [same], [gap])
+    assert far.basis == "paired bootstrap" and not far.tied
+    assert far.diff == pytest.approx(-0.05) and far.high < 0
+    low, high = stats.bootstrap_ci("accuracy", stats.example_stats("accuracy", [1] * 1000, list(base)))
+    assert low < base.mean() < high and 0.03 < high - low < 0.07  # about ±1.3 points at 1,000 examples
+
+
+def test_recommend_picks_lora_over_full_when_tied_on_accuracy_and_lighter(tmp_path):
+    rng = np.random.default_rng(1)
+    base = (rng.random(872) < 0.84).astype(int)
+    flipped = base.copy()
+    flipped[np.flatnonzero(base == 1)[:1]] = 0  # full 0.1 point better: not a real difference
+    full = saved_run(tmp_path, "full", base, peak_rss_mb=1400.0, train_examples_per_s=90.0)
+    lora = saved_run(tmp_path, "lora", flipped, peak_rss_mb=1100.0, train_examples_per_s=200.0)
+    result = rec.recommend([full, lora], "smoke", "sentiment", [], "metric")
+    assert full["metrics"]["accuracy"] > lora["metrics"]["accuracy"]  # the raw maximum is full's
+    assert result.top == "lora"
+    why = result.why
+    assert "lora ties on accuracy within noise" in why and "full" in why and "peak memory decided" in why
+    assert "1.07 GB vs 1.37 GB for full" in why
+
+
+def test_recommend_uses_the_newest_invocation_not_the_whole_history(tmp_path):
+    old = [record(method="full", invocation="old", finished="2026-01-01T00:00:00+00:00", accuracy=0.99,
+                  peak_rss_mb=100.0),
+           record(method="lora", invocation="old", finished="2026-01-01T00:00:00+00:00", accuracy=0.10,
+                  peak_rss_mb=100.0)]
+    new = [record(method="full", invocation="new", finished="2026-02-01T00:00:00+00:00", accuracy=0.50,
+                  peak_rss_mb=100.0),
+           record(method="lora", invocation="new", finished="2026-02-01T00:00:00+00:00", accuracy=0.90,
+                  peak_rss_mb=100.0)]
+    result = rec.recommend(old + new, "smoke", "sentiment", [], "metric")
+    assert result.top == "lora" and "invocation new" in result.title
+    assert rec.recommend(old + new, "smoke", "sentiment", [], "metric", commit="abc").title.count("commit abc")
+
+
+def test_tuning_never_opens_the_evaluation_split(tmp_path, data_dir):
+    """SST-2's evaluation split is a file that cannot be read: `bench tune` succeeds on the dev set carved
+    from train and writes the rate; `bench run` then uses the tuned rate and fails on that split."""
+    import pyarrow.parquet as pq
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    pq.write_table(pq.read_table(data_dir / "sst2" / "train.parquet").slice(0, 400), data / "train.parquet")
+    (data / "validation.parquet").write_bytes(b"not parquet: touching this split is an error")
+    tuned = tmp_path / "tuned"
+    env = {"BENCH_TUNED_DIR": str(tuned)}
+    common = ["--suite", "nlp", "--tasks", "sst2", "--methods", "head", "--budget", "smoke",
+              "--data-dir", str(tmp_path / "data")]
+    out = run_bench("tune", *common, "--points", "2", "--out", str(tmp_path / "tune"), env=env)
+    assert out.returncode == 0, out.stderr + out.stdout
+    rows = [json.loads(line) for line in (tmp_path / "tune" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["status"] == "ok" and "dev_accuracy" in r["metrics"] for r in rows)
+    assert all("accuracy" not in r["metrics"] and r["info"]["scored_on"] == "64 examples carved from train (never trained on)" for r in rows)
+    chosen = tuning.load("sst2", "smoke", tuned)["methods"]["head"]
+    assert chosen["lr"] in chosen["grid"] and len(chosen["dev_scores"]) == 2 and chosen["seeds"] == [0]
+    run = run_bench("run", *common, "--out", str(tmp_path / "run"), env=env)
+    row = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[-1])
+    assert row["status"] == "failed" and "validation.parquet" in row["error"]
+    assert row["info"]["lr_source"] == "tuned" and row["metrics"].get("lr", chosen["lr"]) == chosen["lr"]
+
+
+def test_compare_calls_a_change_inside_the_paired_interval_a_tie(tmp_path):
+    from bench import compare
+    rng = np.random.default_rng(2)
+    base = (rng.random(872) < 0.85).astype(int)
+    worse = base.copy()
+    worse[np.flatnonzero(base == 1)[:3]] = 0  # -0.34 points: past a 0.1-point threshold, inside the noise
+    b = saved_run(tmp_path, "lora", base)
+    c = saved_run(tmp_path, "lora", worse)
+    for r in (b, c):
+        r["info"]["task"] = {"metric": "accuracy"}
+    c["invocation"] = "inv-2"
+    table = compare.compare([b], [c], compare.parse_thresholds(["accuracy=0.001"]), ["accuracy"])
+    row = table[table.metric == "accuracy"].iloc[0]
+    assert row.verdict == "unchanged" and row.note.startswith("tied within noise: paired bootstrap")
+    far = worse.copy()
+    far[np.flatnonzero(worse == 1)[:60]] = 0  # 7 points worse: a real regression
+    c2 = saved_run(tmp_path, "lora", far)
+    c2["info"]["task"], c2["invocation"] = {"metric": "accuracy"}, "inv-3"
+    row = compare.compare([b], [c2], compare.parse_thresholds(["accuracy=0.001"]), ["accuracy"]).iloc[0]
+    assert row.verdict == "regressed" and "tied" not in row.note
+
+
+def test_early_stopping_keeps_the_best_dev_state_and_changes_the_config(tmp_path):
+    args = ["--suite", "smoke", "--tasks", "sentiment", "--methods", "full"]
+    out = run_bench("run", *args, "--early-stopping", "1", "--eval-every", "4", "--out", str(tmp_path / "es"),
+                    "--no-report")
+    assert out.returncode == 0, out.stderr
+    row = json.loads((tmp_path / "es" / "results.jsonl").read_text().splitlines()[-1])
+    es = row["info"]["early_stopping"]
+    assert es["patience"] == 1 and es["eval_every"] == 4 and [s for s, _ in es["dev_curve"]][:2] == [4, 8]
+    assert es["best_step"] == max(es["dev_curve"], key=lambda p: p[1])[0] <= es["stopped_at"]
+    assert es["stopped_at"] - es["best_step"] <= 4  # patience 1: one score without a gain stops it
+    assert row["config"]["early_stopping"] == {"patience": 1, "eval_every": 4}
+    bad = run_bench("run", *args, "--early-stopping", "0", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "bad --early-stopping 0" in bad.stderr
