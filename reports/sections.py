@@ -24,6 +24,8 @@ COST_COLUMNS = {
     "peak_rss_mb": "peak RSS",
     "cuda_max_allocated_mb": "peak GPU memory",
     "train_examples_per_s": "train throughput",
+    "train_mfu": "MFU",  # of the device's measured peak at the run's precision
+    "energy_j": "train energy",  # where NVML or RAPL report it (the column is dropped when no run has it)
     "latency_p50_ms": "latency p50",
     "latency_p95_ms": "latency p95",
     "latency_merged_p50_ms": "latency p50 merged",
