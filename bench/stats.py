@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+KNOWN = ("accuracy", "entity_f1")  # metrics with per-example statistics
 RESAMPLES = 1000
 LEVEL = 0.95
 

@@ -37,6 +37,8 @@ class Comparison:
 
 def pooled_stats(runs: list[dict], metric: str) -> np.ndarray | None:
     """Per-example statistics of a method's successful runs, averaged over seeds; None if any run lacks them."""
+    if metric not in stats.KNOWN:
+        return None
     arrays = []
     for r in runs:
         folder = r.get("source")
