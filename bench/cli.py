@@ -222,10 +222,13 @@ def cmd_tune(args) -> int:
                               for r in rs]
             best = tuning.choose(scores)
             shown = "  ".join(f"{lr:g}:" + (f"{sum(v) / len(v):.4f}" if v else "-") for lr, v in scores.items())
-            print(f"  {m.label:14s} {shown}  -> {'%g' % best if best is not None else 'no trial succeeded'}")
+            edge = best is not None and best in (min(scores), max(scores))
+            print(f"  {m.label:14s} {shown}  -> {'%g' % best if best is not None else 'no trial succeeded'}"
+                  + ("  (at the edge of the grid: a wider --span may find better)" if edge else ""))
             if best is not None:
                 results[m.label] = {"lr": best, "grid": list(scores), "method_digest": tuning.method_digest(m),
-                                    "dev_scores": {lr: [round(x, 5) for x in v] for lr, v in scores.items()}}
+                                    "dev_scores": {lr: [round(x, 5) for x in v] for lr, v in scores.items()},
+                                    "at_grid_edge": edge}
         if results:
             print(f"  written: {tuning.write(task, args.budget, task.metric, results, args.seeds, args.points, args.span, command)}")
     return code
