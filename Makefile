@@ -11,7 +11,7 @@ BUDGET ?= quick
 # The test tools, and Ray for the `--executor ray` tests.
 EXTRAS ?= dev,ray
 
-.PHONY: install run test
+.PHONY: install run test bench
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -26,3 +26,11 @@ run: install
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest
+
+# The harness's own overhead (benchmarks/, not part of `make test`): training loop vs a bare loop, run start-up,
+# harness vs HF Trainer on SST-2 (BENCH_TRAINER_EXAMPLES=160 for a quick check). JSON in $(BENCH_JSON).
+BENCH_JSON ?= .benchmarks/latest.json
+bench: install
+	mkdir -p $(dir $(BENCH_JSON))
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest benchmarks -o addopts=-ra --benchmark-only -s \
+		--benchmark-json=$(BENCH_JSON) $(BENCH_ARGS)

@@ -70,13 +70,14 @@ def cached(ds, processor, params: dict, build: Callable[[], Any], what: str = "e
         except Exception as e:  # a torn or foreign file: rebuild it
             print(f"cache: ignoring unreadable {path} ({type(e).__name__}: {e})", file=sys.stderr)
     data = build()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save({"key": key, "data": _pack(data)}, tmp)
         os.replace(tmp, path)  # atomic: concurrent runs building the same entry never see half a file
-    except OSError as e:  # a full or read-only disk costs the cache, never the run
-        print(f"cache: could not store {path} ({e})", file=sys.stderr)
+    except Exception as e:  # a full or read-only disk costs the cache, never the run (torch raises RuntimeError)
+        print(f"cache: could not store {path} ({type(e).__name__}: {e})", file=sys.stderr)
+        tmp.unlink(missing_ok=True)
     else:
         print(f"cache: {what} encoded in {time.perf_counter() - t0:.2f} s, stored in {path}", file=sys.stderr)
     return data

@@ -162,7 +162,7 @@ def test_a_model_folder_without_weights_names_the_folder(tmp_path):
 
 
 def test_parallel_runs_share_the_cores_and_give_every_row(tmp_path):
-    # Workers start cold here (the default, as for users); the other tests fork them from a warm server.
+    # Workers start cold here (spawn); the other tests fork them from a warm server (the default).
     proc = run_bench(*SMOKE, "--methods", "head,lora,bitfit", "--parallel", "2", "--out", str(tmp_path),
                      "--no-report", "--strict", env={"BENCH_WORKER_START": "spawn", "BENCH_FAULT": "raise:bitfit"})
     assert proc.returncode == 1  # --strict: one failed run fails the grid, which still runs to the end
