@@ -77,6 +77,7 @@ METRICS: dict[str, Metric] = {
     "eval_examples_per_s": Metric("examples/s", True, "speed"),
     "eval_batch_ms": Metric("ms", False, "speed"),
     "wall_time_s": Metric("s", False, "speed"),
+    "worker_start_s": Metric("s", False, "speed"),  # runner starting the run -> its worker ready to work
     # bookkeeping
     "steps": Metric("count", None, "info"),
     "train_examples": Metric("count", None, "info"),

@@ -39,7 +39,8 @@ def import_ray():
 
 def execute_run(spec: dict, cpus: float, gpus: float, timeout: float | None, env: dict) -> dict:
     """Runs inside a Ray task, on whichever node Ray chose: the worker in a subprocess, its outcome returned."""
-    run_env = {**os.environ, **env, "BENCH_TORCH_THREADS": str(max(1, int(cpus))), "OMP_NUM_THREADS": str(max(1, int(cpus)))}
+    run_env = {**os.environ, **env, "BENCH_TORCH_THREADS": str(max(1, int(cpus))), "OMP_NUM_THREADS": str(max(1, int(cpus))),
+               "BENCH_TUNE_ALLOCATOR": "1"}  # the same glibc malloc settings as local workers (bench/runner.py)
     if not gpus:
         run_env["CUDA_VISIBLE_DEVICES"] = ""  # a task without GPUs would otherwise see them all
     where = {"node_ip": _node_ip(), "hostname": socket.gethostname(), "cpus": cpus, "gpus": gpus,

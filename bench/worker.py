@@ -313,9 +313,14 @@ def _write_json(record: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("BENCH_TUNE_ALLOCATOR"):  # a worker started by Ray: the allocator setting local runs get
+        from bench.runner import tune_allocator
+        os.environ["BENCH_ALLOCATOR"] = tune_allocator() or "glibc default"
     if os.environ.get("BENCH_TORCH_THREADS"):  # the run's CPU reservation (parallel or Ray runs)
         torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
     record = run(spec, checkpoint=lambda r: _write_json(r, partial_path(argv[1])))
+    if os.environ.get("BENCH_ALLOCATOR"):
+        record["info"]["allocator"] = os.environ["BENCH_ALLOCATOR"]
     _write_json(record, Path(argv[1]))
     return 0
 
