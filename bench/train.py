@@ -78,7 +78,7 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
     """Train for the batches given. Time runs in windows of steps, synchronised with the device only at their
     ends: a window closes at each loss log point (reading losses syncs the GPU) and around `on_step_end(step,
     model) -> bool`, called after every optimizer step outside the timed windows (True stops training). The
-    first max(warmup_steps, 1) steps are untimed; their forward + backward FLOPs are counted."""
+    first max(warmup_steps, 1) steps are untimed; the first one's forward + backward FLOPs are counted."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, **optimizer_kwargs(params, device))
     stats = TrainStats(optimizer="adamw-fused" if optimizer.defaults.get("fused") else "adamw-foreach")
@@ -114,14 +114,14 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
             stats.timed_examples += len(batch["labels"])
             stats.timed_tokens += task.real_tokens(batch)  # on the host copy: no device sync
             stats.timed_units += padded_units(batch)
-        else:
+        elif step == 1:  # one step's FLOPs, per padded unit, are enough: the counter slows what it watches
             counted_units += padded_units(batch)
         on_device = to_device(batch, device)
-        with contextlib.nullcontext() if timed else flops.counter() as counter:
+        with flops.counter() if step == 1 else contextlib.nullcontext() as counter:
             with autocast(device, precision):
                 out = method.forward(model, on_device)
             (scaler.scale(out.loss) if scaler else out.loss).backward()
-        if not timed:
+        if step == 1:
             counted_flops += counter.get_total_flops()
         if scaler:
             scaler.unscale_(optimizer)  # clip the true gradients
