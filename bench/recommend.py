@@ -246,8 +246,11 @@ def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str
         return f"{top} is the only method that meets the constraints."
     parts = []
     for i, (metric, best, tied, dropped) in enumerate(steps):
-        if tied:
-            rivals = ", ".join(f"{m} ({_show(metric, rows.loc[m, metric])}; {how})" for m, how in tied)
+        if tied:  # the best on this criterion and those tied with it, less the top choice itself
+            how_of = dict(tied)
+            members = [best] + [m for m, _ in tied]
+            rivals = ", ".join(f"{m} ({_show(metric, rows.loc[m, metric])}; {how_of.get(m if m != best else top)})"
+                               for m in members if m != top)
             parts.append(f"{top} ties on {_name(metric)} within noise ({_show(metric, rows.loc[top, metric])}) with "
                          f"{rivals}")
         elif dropped and best == top:
