@@ -187,8 +187,7 @@ class EarlyStopping:
         if step % self.every:
             return False
         model.eval()
-        import copy
-        score = self.task.score(self.task.predict(model, copy.deepcopy(self.batches), self.device)[0])[self.task.metric]
+        score = self.task.score(self.task.predict(model, self.batches, self.device)[0])[self.task.metric]
         self.curve.append((step, score))
         if score > self.best:
             self.best, self.best_step, self.since_best = score, step, 0

@@ -101,7 +101,8 @@ class TokenClassificationTask(Task):
         return dict(pad([{k: e[k] for k in MODEL_INPUTS} for e in examples]))
 
     def eval_batches(self, examples: list[dict], tokenizer, batch_size: int) -> list[Batch]:
-        """Model inputs plus each sentence's full gold tags and piece -> word map (popped in evaluate)."""
+        """Model inputs plus each sentence's full gold tags and piece -> word map (left out of the model's inputs
+        by predict, which leaves the batches as they are: early stopping scores the same dev batches again)."""
         order = self.eval_order(examples)
         batches = []
         for s in range(0, len(order), batch_size):
@@ -123,9 +124,9 @@ class TokenClassificationTask(Task):
         truncated = empty = 0
         with torch.inference_mode():
             for batch in batches:
-                word_index, word_tags = batch.pop("word_index"), batch.pop("word_tags")
-                batch.pop("labels")
-                predicted = model(**to_device(batch, device)).logits.argmax(-1).cpu()
+                word_index, word_tags = batch["word_index"], batch["word_tags"]
+                inputs = {k: v for k, v in batch.items() if k not in ("word_index", "word_tags", "labels")}
+                predicted = model(**to_device(inputs, device)).logits.argmax(-1).cpu()
                 for row in range(len(word_tags)):
                     tags = word_tags[row][word_tags[row] != IGNORE].tolist()
                     words = [outside] * len(tags)  # words without a piece are predicted O, never dropped
