@@ -62,4 +62,7 @@ def name_value(text: str, what: str) -> tuple[str | None, str]:
 
 
 def format_mb(mb: float) -> str:
-    return f"{mb / 1024:.2f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+    """1.50 GB, 737 MB, 0.294 MB: three significant digits below 100 MB, so a 0.3 MB adapter is not "0 MB"."""
+    if mb >= 1024:
+        return f"{mb / 1024:.2f} GB"
+    return f"{mb:.0f} MB" if mb >= 100 else f"{mb:.3g} MB"

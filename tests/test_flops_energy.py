@@ -32,6 +32,19 @@ def test_flop_count_of_a_linear_stack_matches_the_hand_computation():
     assert c.get_total_flops() == forward + 2 * M * K * H + 2 * 2 * M * H * N == 4480
 
 
+def test_flop_count_of_a_depthwise_convolution_matches_the_hand_computation():
+    # MobileNet's depthwise 3x3 (groups = channels): each output value is k*k multiply-adds over its own channel.
+    batch, channels, size, k = 2, 8, 6, 3
+    conv = nn.Conv2d(channels, channels, k, padding=1, groups=channels, bias=False)
+    x = torch.randn(batch, channels, size, size, requires_grad=True)
+    forward = 2 * batch * channels * size * size * k * k
+    with flops.counter() as c:
+        conv(x).sum().backward()
+    # Backward: the input gradient and the weight gradient, each as large as the forward convolution (torch's
+    # own formula counts the weight gradient `groups` times over).
+    assert c.get_total_flops() == 3 * forward == 31104
+
+
 class _Model(nn.Module):
     def __init__(self):
         super().__init__()

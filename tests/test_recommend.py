@@ -5,7 +5,7 @@ import pytest
 
 from bench import recommend as rec
 from bench.errors import UnknownName
-from bench.units import parse_fraction, parse_number, parse_percent, parse_size_mb
+from bench.units import format_mb, parse_fraction, parse_number, parse_percent, parse_size_mb
 from conftest import run_bench
 from test_history import record
 
@@ -14,6 +14,10 @@ from test_history import record
                                       ("1.5g", 1536), ("1024KB", 1), ("0.5TB", 524288)])
 def test_sizes_parse_to_mb(text, mb):
     assert parse_size_mb(text) == pytest.approx(mb)
+
+
+def test_sizes_print_with_their_significant_digits():
+    assert [format_mb(v) for v in (0.294, 8.55, 737.4, 1536)] == ["0.294 MB", "8.55 MB", "737 MB", "1.50 GB"]
 
 
 def test_percentages_fractions_numbers_parse():
