@@ -178,3 +178,31 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         raise ValueError("percentile of no values")
     return float(np.percentile(values, q))
+
+
+class ForwardTimer:
+    """Stands in for the model during evaluation: times each forward call (time_call_ms) and counts its
+    examples, so the evaluation pass also gives forward-only throughput at the evaluation batch size, over every
+    evaluation batch, with no second pass. The first call is a warm-up, left out unless it is the only one."""
+
+    def __init__(self, model, device: torch.device):
+        self.model, self.device = model, device
+        self.calls: list[tuple[int, float]] = []  # (examples, ms)
+
+    def __call__(self, **inputs):
+        out = None
+
+        def forward():
+            nonlocal out
+            out = self.model(**inputs)
+        ms = time_call_ms(forward, self.device)
+        self.calls.append((len(next(iter(inputs.values()))), ms))
+        return out
+
+    def __getattr__(self, name):  # anything else a task reads from the model
+        return getattr(self.model, name)
+
+    def examples_per_s(self) -> float | None:
+        timed = self.calls[1:] or self.calls
+        ms = sum(t for _, t in timed)
+        return 1000 * sum(n for n, _ in timed) / ms if ms > 0 else None

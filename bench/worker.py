@@ -26,7 +26,7 @@ from bench.env import environment
 from bench.identity import IDENTITY
 from bench.predictions import save as save_predictions
 from bench.flops import device_peak
-from bench.measure import PeakMemory, current_rss_mb, percentile, synchronize, time_call_ms
+from bench.measure import ForwardTimer, PeakMemory, current_rss_mb, percentile, time_call_ms
 from bench.precision import autocast, check as check_precision, set_tf32
 from bench.runner import now, partial_path
 from bench.train import train
@@ -145,8 +145,9 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     amp.enter_context(autocast(device, precision))
     model.eval()
     batches = task.eval_batches(eval_examples, processor, budget.eval_batch_size)
+    forward = ForwardTimer(model, device)  # forward-only throughput, timed inside the evaluation pass
     t0 = time.perf_counter()
-    predictions, extra = task.predict(model, batches, device)
+    predictions, extra = task.predict(forward, batches, device)
     eval_s = time.perf_counter() - t0
     scores = {**task.score(predictions), **extra}
     if score_on == "dev":  # a tuning trial: dev scores only, named so, and no deployment measurements
@@ -160,7 +161,8 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
         record["info"]["predictions"] = spec["predictions_rel"]
     metrics["eval_examples_per_s"] = len(eval_examples) / eval_s
     metrics["eval_batch_ms"] = 1000 * eval_s / len(batches)  # mean per batch at the evaluation batch size
-    metrics.update(latency(model, task, eval_examples, processor, budget, device, throughput=True))
+    metrics["infer_examples_per_s"] = forward.examples_per_s()
+    metrics.update(latency(model, task, eval_examples, processor, budget, device))
     metrics.update(peak.window("infer"))
     merged = method.merged_copy(model)
     if merged is not None:  # what a deployed, merged adapter costs: no adapter detour per layer
@@ -230,36 +232,19 @@ def saved_sizes(folder: Path) -> dict:
 
 
 LATENCY_REPEATS = 5  # timings per batch-1 sample; its median is the sample's latency
-INFER_BATCHES = 16  # at most this many evaluation batches, spread over the lengths, for infer_examples_per_s
 
 
 @torch.inference_mode()
-def latency(model, task, examples, processor, budget, device, throughput: bool = False) -> dict:
+def latency(model, task, examples, processor, budget, device) -> dict:
     """Batch-1 forward latency over the first `latency_samples` eval examples, after 3 warm-up calls: the median
-    of LATENCY_REPEATS timings per sample, then p50/p95 over samples. With `throughput`, also forward-only
-    examples/s at the evaluation batch size (no metric computation, no host copies of the outputs)."""
+    of LATENCY_REPEATS timings per sample, then p50/p95 over samples."""
     samples = [to_device(task.collate([e], processor), device) for e in examples[:budget.latency_samples]]
     inputs = [{k: v for k, v in s.items() if k != "labels"} for s in samples]
     for x in inputs[:3]:
         model(**x)
     times = [statistics.median(time_call_ms(lambda: model(**x), device) for _ in range(LATENCY_REPEATS))
              for x in inputs]
-    out = {"latency_p50_ms": percentile(times, 50), "latency_p95_ms": percentile(times, 95)}
-    if throughput:
-        order = sorted(range(len(examples)), key=lambda i: task.length(examples[i]))  # as evaluation batches them
-        size = budget.eval_batch_size
-        chunks = [order[s:s + size] for s in range(0, len(order), size)]
-        chunks = chunks[::-(-len(chunks) // INFER_BATCHES)]  # evenly spaced: short and long batches alike
-        batches = [{k: v for k, v in to_device(task.collate([examples[i] for i in c], processor), device).items()
-                    if k != "labels"} for c in chunks]
-        model(**batches[-1])  # warm-up at the largest shape
-        synchronize(device)
-        t0 = time.perf_counter()
-        for x in batches:
-            model(**x)
-        synchronize(device)
-        out["infer_examples_per_s"] = sum(map(len, chunks)) / (time.perf_counter() - t0)
-    return out
+    return {"latency_p50_ms": percentile(times, 50), "latency_p95_ms": percentile(times, 95)}
 
 
 def train_measures(stats, device, precision: str, tf32: str, info: dict) -> dict:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.measure import PeakMemory, WindowTimer, current_rss_mb, percentile
+from bench.measure import ForwardTimer, PeakMemory, WindowTimer, current_rss_mb, percentile
 from bench.errors import StorageFull
 from bench.files import replaced_atomically, write_text
 from bench.identity import config_id, run_config
@@ -136,6 +136,23 @@ def test_batch_preparation_is_timed_per_batch():
     fetched = list(fetch_timed(slow_batches()))
     assert [b for b, _ in fetched] == [0, 1, 2]
     assert all(0.05 <= s < 5 for _, s in fetched)
+
+
+def test_forward_timer_counts_the_examples_of_every_call_but_the_warm_up():
+    sleeps = iter([1.0, 0.01, 0.03])  # the slow first call is the warm-up
+
+    class Model:
+        config = "cfg"
+
+        def __call__(self, input_ids):
+            time.sleep(next(sleeps))
+            return input_ids.sum()
+
+    timer = ForwardTimer(Model(), torch.device("cpu"))
+    assert [timer(input_ids=torch.ones(n, 4)).item() for n in (8, 10, 30)] == [32, 40, 120]
+    assert timer.config == "cfg" and [n for n, _ in timer.calls] == [8, 10, 30]
+    # 40 examples in >= 0.04 s; with the warm-up counted it would read 48 / 1.04 s = 46 examples/s.
+    assert 200 < timer.examples_per_s() <= 40 / 0.04
 
 
 def test_timer_and_percentile():
