@@ -183,7 +183,8 @@ def percentile(values: list[float], q: float) -> float:
 class ForwardTimer:
     """Stands in for the model during evaluation: times each forward call (time_call_ms) and counts its
     examples, so the evaluation pass also gives forward-only throughput at the evaluation batch size, over every
-    evaluation batch, with no second pass. The first call is a warm-up, left out unless it is the only one."""
+    evaluation batch, with no second pass. No call is left out as a warm-up: the model has just trained, and
+    dropping the first (shortest) batch read 4% below the whole pass's rate."""
 
     def __init__(self, model, device: torch.device):
         self.model, self.device = model, device
@@ -203,6 +204,5 @@ class ForwardTimer:
         return getattr(self.model, name)
 
     def examples_per_s(self) -> float | None:
-        timed = self.calls[1:] or self.calls
-        ms = sum(t for _, t in timed)
-        return 1000 * sum(n for n, _ in timed) / ms if ms > 0 else None
+        ms = sum(t for _, t in self.calls)
+        return 1000 * sum(n for n, _ in self.calls) / ms if ms > 0 else None
