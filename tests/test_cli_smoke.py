@@ -22,7 +22,8 @@ def test_every_method_completes_with_measurements(smoke_run):
     assert (wide.status == "ok").all(), wide[["method", "status", "error"]]
     for col in ["accuracy", "trainable_params", "total_params", "trainable_pct", "head_params", "peak_rss_mb",
                 "peak_rss_increase_mb", "train_examples_per_s", "train_tokens_per_s", "latency_p50_ms",
-                "latency_p95_ms", "eval_examples_per_s", "infer_examples_per_s", "adapter_size_mb", "wall_time_s", "train_loss"]:
+                "latency_p95_ms", "eval_examples_per_s", "infer_examples_per_s", "adapter_size_mb", "wall_time_s",
+                "train_loss"]:
         assert wide[col].notna().all(), col
     assert wide.accuracy.between(0, 1).all()
     by = wide.set_index("method")
