@@ -5,7 +5,8 @@ and cached on disk: a datasheet says nothing about a 2-core share of a CPU. Meas
 reads low (and MFU high), so the cache entry keeps the load average it was measured under, a CPU peak is
 measured again when the load has dropped by more than 1 since (the higher figure is kept); delete the file
 (`peak_flops.json` in $BENCH_CACHE_DIR, else ~/.cache/peft-bench) to measure again. Known GPUs also get their
-datasheet peak (dense, no sparsity) beside it.
+datasheet peak (dense, no sparsity) beside it. A CPU's fp32 peak is the faster of the wheel's two GEMM
+libraries, MKL and oneDNN (bench/cpu_matmul.py), whichever of them the runs use.
 """
 from __future__ import annotations
 
@@ -109,6 +110,15 @@ def measure_gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float =
     return best
 
 
+def _best_cpu_fp32(device: torch.device) -> dict:
+    """The CPU's fp32 peak is the faster of the two GEMM libraries in the wheel (bench/cpu_matmul.py): dividing
+    by MKL's rate where MKL runs a slow path (AMD) would report twice the utilisation the hardware allows."""
+    from bench import cpu_matmul
+    gemm = cpu_matmul.probe(lambda: measure_gemm_peak(device, torch.float32))
+    usable = ["mkl"] + (["onednn"] if gemm["onednn_is_fp32"] else [])
+    return {"flops_per_s": max(gemm[b]["flops_per_s"] for b in usable), "gemm": gemm}
+
+
 def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
     """{"flops_per_s", "source", ...}: the measured peak (cached per host, device, threads, dtype) and, for known
     GPUs, `datasheet_flops_per_s`."""
@@ -124,12 +134,15 @@ def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
         entry = cache.get(key)
         load = os.getloadavg()[0]
         # Measured under load (other processes on the cores)? Measure again once the machine is quieter.
-        cached = entry is not None and not (device.type == "cpu" and load < entry["load_avg_1m"] - 1)
+        both_libraries = device.type == "cpu" and kind == "fp32"
+        cached = entry is not None and not (device.type == "cpu" and load < entry["load_avg_1m"] - 1) \
+            and (not both_libraries or "gemm" in entry)  # entries from before the MKL/oneDNN probe
         if not cached:  # under the run's own TF32 setting (the worker applied it)
-            measured = measure_gemm_peak(device, dtype(precision))
-            if entry is None or measured > entry["flops_per_s"]:  # keep the best: load only ever lowers it
-                entry = {"flops_per_s": measured, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "load_avg_1m": load}
+            measured = {"flops_per_s": measure_gemm_peak(device, dtype(precision))} if not both_libraries \
+                else _best_cpu_fp32(device)
+            if entry is None or "gemm" not in entry and both_libraries \
+                    or measured["flops_per_s"] > entry["flops_per_s"]:  # keep the best: load only ever lowers it
+                entry = {**measured, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": load}
             cache[key] = entry
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))

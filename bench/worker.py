@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import faults
+from bench import cpu_matmul, faults
 from bench.env import environment
 from bench.identity import IDENTITY
 from bench.predictions import save as save_predictions
@@ -56,6 +56,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     """Fill `record` in place, so whatever was measured before a failure is kept. `checkpoint(record)` saves
     it once the model and device are resolved, for the parent to use if this process dies."""
     wall0 = time.perf_counter()
+    phase = Phases(record["info"])  # where the run's wall time goes: info.phases_s
     device = pick_device(spec["device"])
     record["device"] = str(device)
     record["env"] = environment(device)
@@ -64,6 +65,9 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     if device.type == "cuda":
         set_tf32(tf32 == "on")
     record["info"].update(precision=precision, tf32=tf32)
+    matmul = cpu_matmul.choose(spec.get("cpu_matmul", "auto"), device)
+    if matmul:
+        record["info"]["cpu_matmul"] = matmul
     peak = PeakMemory(device)
     peak.reset()  # the load window: data, model, encoding and the method's wrapping
     seed_everything(spec["seed"])
@@ -110,6 +114,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
                                 device, spec["early_stopping"]["patience"],
                                 spec["early_stopping"].get("eval_every") or max(1, steps // 10))
     metrics.update(peak.window("load"))
+    phase("load")
     peak.reset()  # the training window
     metrics["rss_loaded_mb"] = current_rss_mb()
     # Step progress goes to the run's log (or the terminal with --verbose); sparse when not a terminal.
@@ -139,6 +144,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     extra = method.finish(model, ctx)
     metrics.update(extra.get("metrics", {}))
     record["info"].update(extra.get("info", {}))
+    phase("train")
 
     peak.reset()  # the inference window: evaluation and latency
     amp = contextlib.ExitStack()  # evaluation and latency run under the training precision's autocast
@@ -152,6 +158,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     scores = {**task.score(predictions), **extra}
     if score_on == "dev":  # a tuning trial: dev scores only, named so, and no deployment measurements
         metrics.update({f"dev_{k}": v for k, v in scores.items()})
+        phase("eval")
         metrics["wall_time_s"] = time.perf_counter() - wall0
         return
     metrics.update(scores)
@@ -162,20 +169,37 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     metrics["eval_examples_per_s"] = len(eval_examples) / eval_s
     metrics["eval_batch_ms"] = 1000 * eval_s / len(batches)  # mean per batch at the evaluation batch size
     metrics["infer_examples_per_s"] = forward.examples_per_s()
+    phase("eval")
     metrics.update(latency(model, task, eval_examples, processor, budget, device))
     metrics.update(peak.window("infer"))
+    phase("latency")
     merged = method.merged_copy(model)
     if merged is not None:  # what a deployed, merged adapter costs: no adapter detour per layer
         merged.eval()
         metrics.update({f"latency_merged_{k.removeprefix('latency_')}": v
                         for k, v in latency(merged, task, eval_examples, processor, budget, device).items()})
         del merged
+        phase("merged_latency")
     amp.close()
 
     with tempfile.TemporaryDirectory() as tmp:
         method.save(model, Path(tmp) / "saved")
         metrics.update(saved_sizes(Path(tmp) / "saved"))
+    phase("save")
     metrics["wall_time_s"] = time.perf_counter() - wall0
+
+
+class Phases:
+    """`phase(name)` records the seconds since the previous call (or creation) in info["phases_s"][name]."""
+
+    def __init__(self, info: dict):
+        self.seconds = info.setdefault("phases_s", {})
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.last, 3)
+        self.last = now
 
 
 class EarlyStopping:

@@ -1,0 +1,71 @@
+"""Which library runs fp32 matmuls on a CPU: MKL (torch's default) or oneDNN, both inside the torch wheel.
+
+torch sends CPU fp32 matmuls to MKL's sgemm. MKL takes its fast AVX-512 kernels on Intel CPUs only: on the
+2-core AMD EPYC (Zen 5) these benchmarks run on, `torch.mm` 2048x2048 reaches ~213 GFLOP/s, oneDNN's f32
+kernel ~450, and a MiniLM full fine-tuning step takes 114 ms through MKL against 80 ms through oneDNN.
+
+torch routes fp32 matmuls to oneDNN only when `torch.backends.mkldnn.matmul.fp32_precision` allows a reduced
+precision ("bf16"). oneDNN then *may* compute in bf16 ("bf32"), which it does only on CPUs with AMX tiles;
+elsewhere it runs its f32 kernels. So `auto` takes oneDNN only where a probe shows it computing in fp32 (its
+error against float64 within 10x MKL's, where bf16 would be ~1000x) and at least 10% faster than MKL. The
+probe runs with the peak measurement (bench/flops.py), once per host and thread count, and is cached with it.
+Naming a backend imports no torch.
+"""
+from __future__ import annotations
+
+from bench.errors import UnknownName
+
+BACKENDS = ("auto", "mkl", "onednn")
+_FLAG = {"mkl": "none", "onednn": "bf16"}  # torch.backends.mkldnn.matmul.fp32_precision for each
+MIN_GAIN = 1.10  # auto: oneDNN must beat MKL by this much
+
+
+def check(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UnknownName(f"unknown --cpu-matmul {backend!r} (valid: {', '.join(BACKENDS)})")
+
+
+def use(backend: str) -> None:
+    import torch
+    torch.backends.mkldnn.matmul.fp32_precision = _FLAG[backend]
+
+
+def max_error() -> float:
+    """Largest absolute error of an fp32 product at a MiniLM layer's shape against the float64 product."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 384, generator=g), torch.randn(384, 1536, generator=g)
+    return float((torch.mm(a, b).double() - a.double() @ b.double()).abs().max())
+
+
+def probe(measure) -> dict:
+    """Each backend's fp32 GEMM FLOP/s (`measure()` under it) and error; which one `auto` takes."""
+    import torch
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    out = {}
+    try:
+        for backend in ("mkl", "onednn"):
+            use(backend)
+            out[backend] = {"flops_per_s": measure(), "max_error": max_error()}
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+    out["onednn_is_fp32"] = out["onednn"]["max_error"] <= 10 * max(out["mkl"]["max_error"], 1e-6)
+    fast = out["onednn"]["flops_per_s"] >= MIN_GAIN * out["mkl"]["flops_per_s"]
+    out["auto"] = "onednn" if out["onednn_is_fp32"] and fast else "mkl"
+    return out
+
+
+def choose(requested: str, device) -> str | None:
+    """Apply the backend for this CPU run and describe it (None on a GPU, where neither applies)."""
+    check(requested)
+    if device.type != "cpu":
+        return None
+    from bench.flops import device_peak
+    gemm = device_peak(device, "fp32", False)["gemm"]
+    backend = gemm["auto"] if requested == "auto" else requested
+    if backend == "onednn" and not gemm["onednn_is_fp32"]:
+        raise UnknownName(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
+                          f"vs MKL's {gemm['mkl']['max_error']:.2g}); valid here: auto, mkl")
+    use(backend)
+    rates = ", ".join(f"{b} {gemm[b]['flops_per_s'] / 1e9:.0f} GFLOP/s" for b in ("mkl", "onednn"))
+    return f"{backend} ({'chosen' if requested == 'auto' else 'asked for'}; fp32 GEMM here: {rates})"
