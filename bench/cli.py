@@ -282,10 +282,10 @@ def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: P
     prec, tf32 = getattr(args, "precision", "fp32"), getattr(args, "tf32", "off")
     precision.check(prec, tf32)
     from bench import cpu_matmul
-    matmul = getattr(args, "cpu_matmul", "auto")
+    matmul = getattr(args, "cpu_matmul", "default")
     cpu_matmul.check(matmul)
     config = run_config(task, method, lr, args.budget, args.model, model_dir, data_dir, args.device, score_on,
-                        prec, tf32)
+                        prec, tf32, matmul)
     stopping = getattr(args, "early_stopping", None)
     if stopping is not None and score_on == "eval":  # off by default, so every method trains the same budget
         if stopping < 1 or (args.eval_every is not None and args.eval_every < 1):
@@ -295,7 +295,8 @@ def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: P
                 lr=lr, lr_source=source, budget=args.budget, model=args.model, device=args.device,
                 default_model=task.default_model, data_dir=str(data_dir) if data_dir else None,
                 model_dir=str(model_dir) if model_dir else None, config=config, config_id=config_id(config),
-                score_on=score_on, precision=prec, tf32=tf32, cpu_matmul=matmul, early_stopping=config.get("early_stopping"))
+                score_on=score_on, precision=prec, tf32=tf32, cpu_matmul=matmul,
+                early_stopping=config.get("early_stopping"))
 
 
 def select_runs(specs: list[dict], earlier: list[dict], mode: str) -> tuple[list[dict], dict[str, int]]:
@@ -445,9 +446,9 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32",
                    help="fp32 (default) | bf16 | fp16: autocast in training and inference (fp16 with a grad scaler)")
     p.add_argument("--tf32", default="off", help="on | off (default): TF32 for CUDA fp32 matmuls and convolutions")
-    p.add_argument("--cpu-matmul", default="auto",
-                   help="auto (default) | mkl | onednn: the library for CPU fp32 matmuls; auto takes oneDNN where it "
-                        "computes in fp32 and beats MKL by 10%% (MKL's slow path on AMD CPUs)")
+    p.add_argument("--cpu-matmul", default="default",
+                   help="default | onednn | auto: the library for CPU fp32 matmuls: torch's default (MKL), oneDNN "
+                        "(where it computes in fp32; faster on AMD CPUs, more memory), or oneDNN where 10%% faster")
     p.add_argument("--data-dir", help="local data mirror (default: $BENCH_DATA_DIR, else the Hub)")
     p.add_argument("--model-dir", help="local models folder (default: $BENCH_MODEL_DIR, else packages/Hub)")
     p.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>); an existing one is "

@@ -6,7 +6,7 @@ reads low (and MFU high), so the cache entry keeps the load average it was measu
 measured again when the load has dropped by more than 1 since (the higher figure is kept); delete the file
 (`peak_flops.json` in $BENCH_CACHE_DIR, else ~/.cache/peft-bench) to measure again. Known GPUs also get their
 datasheet peak (dense, no sparsity) beside it. A CPU's fp32 peak is the faster of the wheel's two GEMM
-libraries, MKL and oneDNN (bench/cpu_matmul.py), whichever of them the runs use.
+libraries, MKL and oneDNN (bench/cpu_matmul.py), whichever of them a run uses.
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def _best_cpu_fp32(device: torch.device) -> dict:
     by MKL's rate where MKL runs a slow path (AMD) would report twice the utilisation the hardware allows."""
     from bench import cpu_matmul
     gemm = cpu_matmul.probe(lambda: measure_gemm_peak(device, torch.float32))
-    usable = ["mkl"] + (["onednn"] if gemm["onednn_is_fp32"] else [])
+    usable = ["default"] + (["onednn"] if gemm["onednn_is_fp32"] else [])
     return {"flops_per_s": max(gemm[b]["flops_per_s"] for b in usable), "gemm": gemm}
 
 

@@ -3,7 +3,7 @@
 A run's configuration is everything that produced its figures: the method as declared (after --set), the
 learning rate, the budget's definition (not only its name), the model's identity (its reference and a hash
 of its weight files), the data's identity (a hash and the row count of every file read, or the Hub dataset
-and revision), the device asked for, the precision and TF32 (when on). `config_id` hashes it, so runs under a changed
+and revision), the device asked for, the precision, TF32 and the CPU matmul library (when not the default). `config_id` hashes it, so runs under a changed
 configuration are never averaged with, gated against, or resumed as older runs, and a re-run of the same
 configuration replaces the earlier record instead of counting as one more seed (`store.latest_runs`).
 Computing it reads no model into memory and imports no torch: the parent knows it before any run starts.
@@ -29,14 +29,15 @@ def config_id(config: dict) -> str:
 
 def run_config(task, method, lr: float, budget: str, model_ref: str | None, model_dir: Path | None,
                data_dir: Path | None, device: str, score_on: str = "eval", precision: str = PRECISION,
-               tf32: str = "off") -> dict:
+               tf32: str = "off", cpu_matmul: str = "default") -> dict:
     """Everything that defines a run but its seed (see the module docstring); `method` is a MethodSpec."""
     extra = {"scored_on": "dev"} if score_on == "dev" else {}  # tuning trials: never the same run as `bench run`
     return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(), "lr": lr, "budget":
             {"name": budget, **dataclasses.asdict(task.budget(budget))},
             "model": task.model_identity(model_ref or task.default_model, model_dir),
             "data": task.data_identity(data_dir, score_on), "device": device, "precision": precision,
-            "optimizer": OPTIMIZER, **({"tf32": "on"} if tf32 == "on" else {})}  # "off", how earlier runs ran, keeps their ids
+            "optimizer": OPTIMIZER, **({"tf32": "on"} if tf32 == "on" else {}),  # "off", how earlier runs ran, keeps their ids
+            **({"cpu_matmul": cpu_matmul} if cpu_matmul != "default" else {})}  # likewise
 
 
 def file_sha256(path: str | os.PathLike) -> str:

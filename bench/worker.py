@@ -65,7 +65,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     if device.type == "cuda":
         set_tf32(tf32 == "on")
     record["info"].update(precision=precision, tf32=tf32)
-    matmul = cpu_matmul.choose(spec.get("cpu_matmul", "auto"), device)
+    matmul = cpu_matmul.choose(spec.get("cpu_matmul", "default"), device)
     if matmul:
         record["info"]["cpu_matmul"] = matmul
     peak = PeakMemory(device)

@@ -82,6 +82,11 @@ def test_long_table_has_units_and_records_hold_env(smoke_run):
     record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
     assert record["env"]["packages"]["torch"] and record["env"]["cpu_model"]
     assert record["loss_curve"]
+    # Where the run's time went, phase by phase, and which library ran its fp32 matmuls (a CPU run).
+    phases = record["info"]["phases_s"]
+    assert {"load", "train", "eval", "latency", "save"} <= set(phases) and all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= record["metrics"]["wall_time_s"] + 0.01
+    assert record["info"]["cpu_matmul"].startswith("default (asked for")
 
 
 def test_a_failing_method_is_a_failed_row_and_the_others_complete(tmp_path):

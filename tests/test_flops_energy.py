@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import energy, flops
+from bench import cpu_matmul, energy, flops
 from bench.errors import UnknownName
 from bench.precision import check
 from bench.train import train
@@ -150,3 +150,36 @@ def test_energy_unavailable_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(energy, "POWERCAP", tmp_path)
     assert energy.EnergyMeter(torch.device("cpu")).source.startswith("unavailable: ") and "not readable" in \
         energy.EnergyMeter(torch.device("cpu")).source
+
+
+def test_cpu_matmul_names_are_checked_and_the_probe_restores_torchs_setting():
+    with pytest.raises(UnknownName, match="unknown --cpu-matmul 'mkl' .valid: default, onednn, auto"):
+        cpu_matmul.check("mkl")
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    rates = iter([100.0, 105.0])  # oneDNN 5% faster: not enough for auto
+    probe = cpu_matmul.probe(lambda: next(rates))
+    assert torch.backends.mkldnn.matmul.fp32_precision == before
+    assert probe["default"]["flops_per_s"] == 100.0 and probe["auto"] == "default"
+    assert probe["default"]["max_error"] < 1e-3  # an fp32 product; bf16 inputs would be ~0.2 off
+    rates = iter([100.0, 200.0])
+    assert cpu_matmul.probe(lambda: next(rates))["auto"] == ("onednn" if probe["onednn_is_fp32"] else "default")
+
+
+def test_cpu_fp32_peak_is_the_faster_fp32_library_and_bf16_onednn_is_refused(monkeypatch):
+    def fake_probe(is_fp32):
+        return {"default": {"flops_per_s": 2e11, "max_error": 4e-5}, "auto": "onednn" if is_fp32 else "default",
+                "onednn": {"flops_per_s": 4.5e11, "max_error": 4e-5 if is_fp32 else 0.2}, "onednn_is_fp32": is_fp32}
+
+    monkeypatch.setattr(cpu_matmul, "probe", lambda measure: fake_probe(True))
+    assert flops._best_cpu_fp32(torch.device("cpu"))["flops_per_s"] == 4.5e11
+    monkeypatch.setattr(cpu_matmul, "probe", lambda measure: fake_probe(False))  # an AMX CPU: oneDNN is bf16
+    assert flops._best_cpu_fp32(torch.device("cpu"))["flops_per_s"] == 2e11
+    monkeypatch.setattr(flops, "device_peak", lambda *a: {"gemm": fake_probe(False)})
+    with pytest.raises(UnknownName, match="onednn computes in bf16 on this CPU"):
+        cpu_matmul.choose("onednn", torch.device("cpu"))
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        assert cpu_matmul.choose("auto", torch.device("cpu")).startswith("default (chosen")
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+    assert cpu_matmul.choose("auto", torch.device("cuda")) is None

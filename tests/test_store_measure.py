@@ -76,8 +76,10 @@ def test_config_ids_differ_exactly_when_a_setting_does():
 
     assert cid() == cid()  # stable
     for change in [dict(lr=2e-3), dict(budget="quick"), dict(model_ref="other"), dict(device="cpu"),
-                   dict(method=lora.with_overrides({"r": 16})), dict(method=METHODS["dora"])]:
+                   dict(method=lora.with_overrides({"r": 16})), dict(method=METHODS["dora"]),
+                   dict(cpu_matmul="onednn"), dict(tf32="on"), dict(precision="bf16")]:
         assert cid(**change) != cid(), change
+    assert cid(cpu_matmul="default", tf32="off") == cid()  # defaults keep the ids runs had before these settings
 
 
 def test_atomic_replace_leaves_the_old_file_when_a_write_fails(tmp_path):
