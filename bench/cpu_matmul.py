@@ -68,6 +68,7 @@ def choose(requested: str, device) -> str | None:
     if backend == "onednn" and not gemm["onednn_is_fp32"]:
         raise UnknownName(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
                           f"vs {gemm['default']['max_error']:.2g}); valid here: default, auto")
-    use(backend)
+    if backend != "default":  # the default leaves torch's settings untouched
+        use(backend)
     rates = ", ".join(f"{b} {gemm[b]['flops_per_s'] / 1e9:.0f} GFLOP/s" for b in ("default", "onednn"))
     return f"{backend} ({'chosen' if requested == 'auto' else 'asked for'}; fp32 GEMM here: {rates})"
