@@ -3,7 +3,7 @@
 MKL takes its fast AVX-512 kernels on Intel CPUs only: on the 2-core AMD EPYC (Zen 5) these benchmarks run on,
 `torch.mm` 2048x2048 reaches ~213 GFLOP/s and oneDNN's f32 kernel, in the same wheel, ~450; a MiniLM full
 fine-tuning step takes 113 ms against 75-80 ms. But oneDNN holds more memory (its primitive cache and
-buffers: +150 to +650 MB of training peak on MiniLM, README), which would blur the memory comparison the
+buffers: +130 to +670 MB of training peak on MiniLM, README), which would blur the memory comparison the
 harness exists for, so `default` stays the default and `onednn` / `auto` are opt-in speed.
 
 torch routes fp32 matmuls to oneDNN only when `torch.backends.mkldnn.matmul.fp32_precision` allows a reduced

@@ -135,13 +135,12 @@ def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
         load = os.getloadavg()[0]
         # Measured under load (other processes on the cores)? Measure again once the machine is quieter.
         both_libraries = device.type == "cpu" and kind == "fp32"
-        cached = entry is not None and not (device.type == "cpu" and load < entry["load_avg_1m"] - 1) \
-            and (not both_libraries or "gemm" in entry)  # entries from before the MKL/oneDNN probe
+        outdated = entry is None or (both_libraries and "gemm" not in entry)  # before the MKL/oneDNN probe
+        cached = not outdated and not (device.type == "cpu" and load < entry["load_avg_1m"] - 1)
         if not cached:  # under the run's own TF32 setting (the worker applied it)
-            measured = {"flops_per_s": measure_gemm_peak(device, dtype(precision))} if not both_libraries \
-                else _best_cpu_fp32(device)
-            if entry is None or "gemm" not in entry and both_libraries \
-                    or measured["flops_per_s"] > entry["flops_per_s"]:  # keep the best: load only ever lowers it
+            measured = _best_cpu_fp32(device) if both_libraries else \
+                {"flops_per_s": measure_gemm_peak(device, dtype(precision))}
+            if outdated or measured["flops_per_s"] > entry["flops_per_s"]:  # keep the best: load only lowers it
                 entry = {**measured, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": load}
             cache[key] = entry
             tmp = path.with_suffix(f".{os.getpid()}.tmp")

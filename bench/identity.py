@@ -3,9 +3,10 @@
 A run's configuration is everything that produced its figures: the method as declared (after --set), the
 learning rate, the budget's definition (not only its name), the model's identity (its reference and a hash
 of its weight files), the data's identity (a hash and the row count of every file read, or the Hub dataset
-and revision), the device asked for, the precision, TF32 and the CPU matmul library (when not the default). `config_id` hashes it, so runs under a changed
-configuration are never averaged with, gated against, or resumed as older runs, and a re-run of the same
-configuration replaces the earlier record instead of counting as one more seed (`store.latest_runs`).
+and revision), the device asked for, the precision, TF32 and the CPU matmul library (these two when not the
+default). `config_id` hashes it, so runs under a changed configuration are never averaged with, gated
+against, or resumed as older runs, and a re-run of the same configuration replaces the earlier record instead
+of counting as one more seed (`store.latest_runs`).
 Computing it reads no model into memory and imports no torch: the parent knows it before any run starts.
 """
 from __future__ import annotations

@@ -183,3 +183,19 @@ def test_cpu_fp32_peak_is_the_faster_fp32_library_and_bf16_onednn_is_refused(mon
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = before
     assert cpu_matmul.choose("auto", torch.device("cuda")) is None
+
+
+def test_a_cached_cpu_fp32_peak_from_before_the_library_probe_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    probed = {"flops_per_s": 4.5e11, "gemm": {"auto": "onednn"}}
+    monkeypatch.setattr(flops, "_best_cpu_fp32", lambda device: probed)
+    cpu = torch.device("cpu")
+    first = flops.device_peak(cpu, "fp32", False)
+    cache = flops.json.loads(flops.cache_path().read_text())
+    (name, entry), = cache.items()
+    cache[name] = {k: v for k, v in entry.items() if k != "gemm"} | {"flops_per_s": 9e11}  # an older, higher entry
+    flops.cache_path().write_text(flops.json.dumps(cache))
+    again = flops.device_peak(cpu, "fp32", False)
+    assert first["gemm"] == again["gemm"] == probed["gemm"] and again["flops_per_s"] == 4.5e11
+    assert "this run" in again["source"]
