@@ -62,6 +62,8 @@ def choose(requested: str, device) -> str | None:
     check(requested)
     if device.type != "cpu":
         return None
+    if requested == "default":  # no probe before the run's memory windows: the peak is measured after training
+        return "default (torch's own library; both rates in info.peak_flops.gemm)"
     from bench.flops import device_peak
     gemm = device_peak(device, "fp32", False)["gemm"]
     backend = gemm["auto"] if requested == "auto" else requested
@@ -69,6 +71,6 @@ def choose(requested: str, device) -> str | None:
         raise UnknownName(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
                           f"vs {gemm['default']['max_error']:.2g}); valid here: default, auto")
     if backend != "default":  # the default leaves torch's settings untouched
-        use(backend)
+        use(backend)  # the probe ran in this process: ~17 MB of library buffers stay (README)
     rates = ", ".join(f"{b} {gemm[b]['flops_per_s'] / 1e9:.0f} GFLOP/s" for b in ("default", "onednn"))
     return f"{backend} ({'chosen' if requested == 'auto' else 'asked for'}; fp32 GEMM here: {rates})"

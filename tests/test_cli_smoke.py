@@ -86,7 +86,8 @@ def test_long_table_has_units_and_records_hold_env(smoke_run):
     phases = record["info"]["phases_s"]
     assert {"load", "train", "eval", "latency", "save"} <= set(phases) and all(v >= 0 for v in phases.values())
     assert sum(phases.values()) <= record["metrics"]["wall_time_s"] + 0.01
-    assert record["info"]["cpu_matmul"].startswith("default (asked for")
+    assert record["info"]["cpu_matmul"].startswith("default (torch's own")
+    assert set(record["info"]["peak_flops"]["gemm"]) >= {"default", "onednn", "onednn_is_fp32"}
 
 
 def test_a_failing_method_is_a_failed_row_and_the_others_complete(tmp_path):
