@@ -213,6 +213,10 @@ def _section(key: dict, records: list[dict]) -> Section:
         for col in columns:
             row.stats[col.metric] = stat([r["metrics"].get(col.metric, math.nan) for r in row.ok_runs])
         rows.append(row)
+    if metric:  # best first, as a reader scans the table; rows without a score (failed runs) last
+        sign = -1 if higher_is_better(metric) is not False else 1
+        rows.sort(key=lambda row: (math.isnan(row.mean(metric)), 0 if math.isnan(row.mean(metric))
+                                   else sign * row.mean(metric)))
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
     best = best_methods(rows, columns)

@@ -90,6 +90,11 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
                 f"near chance ({metric} {chance:g} without learning)"
         rows.append(row)
     frame = pd.DataFrame(rows)
+    if len(frame):  # tasks in run order; within a task best first by its headline metric, unscored rows last
+        order = {t: i for i, t in enumerate(dict.fromkeys(frame.task))}
+        sign = [1 if metric_info(m).higher_is_better is False else -1 for m in frame.metric]
+        frame = frame.assign(_task=frame.task.map(order), _rank=frame.value * sign).sort_values(
+            ["_task", "_rank"], na_position="last", kind="stable").drop(columns=["_task", "_rank"]).reset_index(drop=True)
     return frame.drop(columns=[c for c in OPTIONAL_COLUMNS if c in frame and frame[c].isna().all()])
 
 

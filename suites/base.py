@@ -201,9 +201,11 @@ class Task:
                     return
 
     def eval_order(self, examples: list[dict]) -> list[int]:
-        """The order evaluation batches hold the examples in (by length, to pad little); predictions are
-        mapped back to example indices with it."""
-        return sorted(range(len(examples)), key=lambda i: self.length(examples[i]))
+        """The order evaluation batches hold the examples in; predictions are mapped back to example indices
+        with it. By length, to pad little; longest first, so the first batch grows the heap to its largest and
+        the others reuse it: shortest first, each longer batch found no freed block big enough and the heap grew
+        batch by batch (CoNLL full fine-tuning: evaluation's RSS growth 618 -> 345 MB, see README)."""
+        return sorted(range(len(examples)), key=lambda i: -self.length(examples[i]))
 
     def eval_batches(self, examples: list[dict], processor, batch_size: int) -> list[Batch]:
         order = self.eval_order(examples)

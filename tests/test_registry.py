@@ -71,3 +71,11 @@ def test_a_hub_dataset_that_cannot_load_says_how_to_use_a_local_copy(monkeypatch
     message = str(err.value)
     assert "'eriktks/conll2003'" in message and "--data-dir" in message and "\n" not in message
     assert "conll2003/{train,test}.parquet" in message
+
+
+def test_evaluation_batches_run_longest_first_and_keep_every_example_once():
+    # Longest first: the first batch grows the heap to its largest and later ones reuse it (README, allocator).
+    task = get_task("smoke", "sentiment")
+    examples = [{"input_ids": [1] * n, "attention_mask": [1] * n, "labels": 0} for n in (2, 5, 3, 5, 1)]
+    order = task.eval_order(examples)
+    assert order == [1, 3, 2, 0, 4] and sorted(order) == list(range(len(examples)))

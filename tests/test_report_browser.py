@@ -198,7 +198,11 @@ def test_smoke_report_opens_cleanly_with_rows_plots_and_sorting(browser, smoke_r
     assert requests == [], requests
 
     assert browser.js("document.title") == "peft-bench report"
-    assert browser.js("[..." + SEC + ".querySelectorAll('tr.method')].map(r => r.dataset.method)") == METHODS
+    shown = browser.js("[..." + SEC + ".querySelectorAll('tr.method')].map(r => r.dataset.method)")
+    assert sorted(shown) == sorted(METHODS)
+    # Rows come best first by the headline metric (the first column after the method's name).
+    scores = browser.js(f"[...{SEC}.querySelectorAll('tr.method')].map(r => Number(r.cells[1].dataset.sort))")
+    assert scores == sorted(scores, reverse=True), scores
     assert browser.js(SEC + ".querySelectorAll('tr.method.ok').length") == len(METHODS)
     plots = browser.js("[..." + SEC + ".querySelectorAll('figure.plot img')].map(i => "
                        "[i.closest('figure').classList[1], i.complete && i.naturalWidth > 100, i.alt])")

@@ -121,6 +121,16 @@ def test_tables_long_and_wide(tmp_path):
     assert table.loc["full", "status"] == "failed" and np.isnan(table.loc["full", "value"])
 
 
+def test_summary_lists_tasks_in_run_order_and_methods_best_first():
+    def rec(task, method, status="ok", **metrics):
+        return {**_record(method, status, **metrics), "task": task, "run_id": task + method}
+    records = [rec("t", "head", accuracy=0.7), rec("t", "full", status="failed"), rec("t", "lora", accuracy=0.9),
+               rec("a", "head", entity_f1=0.5), rec("a", "lora", entity_f1=0.6)]
+    table = summary(records, {"t": "accuracy", "a": "entity_f1"})
+    assert list(zip(table.task, table.method)) == [("t", "lora"), ("t", "head"), ("t", "full"),
+                                                  ("a", "lora"), ("a", "head")]
+
+
 def test_peak_memory_sees_an_allocation():
     peak = PeakMemory(torch.device("cpu"))
     peak.reset()  # hands freed memory back first (malloc_trim): the baseline is the RSS after it
