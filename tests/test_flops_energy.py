@@ -1,6 +1,8 @@
 """MFU's FLOP count against a hand computation, the peak cache, the training hook, precision names and RAPL."""
 from types import SimpleNamespace
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -112,6 +114,39 @@ def test_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     load[0] = 1.0  # measured under a load of 3: once quieter, measured again and the higher figure kept
     assert flops.device_peak(torch.device("cpu"), "bf16", False)["flops_per_s"] == 2e9 and len(calls) == 2
     assert flops.device_peak(torch.device("cpu"), "bf16", False)["flops_per_s"] == 2e9 and len(calls) == 2
+
+
+def test_a_peak_measured_under_contention_is_measured_again_until_a_quiet_one(tmp_path, monkeypatch):
+    # The load average lags (runs on a machine gone quiet read a peak measured under load): contention decides.
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops.os, "getloadavg", lambda: (2.0, 0.0, 0.0))  # unchanged: the load rule never fires
+    rates, contention = iter([1e9, 3e9, 2e9]), iter([0.6, 0.0, 0.0])
+    monkeypatch.setattr(flops, "measure_gemm_peak", lambda device, dtype: next(rates))
+    monkeypatch.setattr(flops, "measure_with_contention", lambda measure, threads: (measure(), next(contention)))
+    cpu = torch.device("cpu")
+    busy = flops.device_peak(cpu, "bf16", False)
+    assert busy["flops_per_s"] == 1e9 and busy["contention"] == 0.6 and "this run" in busy["source"]
+    quiet = flops.device_peak(cpu, "bf16", False)  # contended: measured again, the higher figure kept
+    assert quiet["flops_per_s"] == 3e9 and quiet["contention"] == 0.0 and "this run" in quiet["source"]
+    again = flops.device_peak(cpu, "bf16", False)  # quiet: reused, nothing measured
+    assert again["flops_per_s"] == 3e9 and "cached" in again["source"]
+
+
+def test_contention_counts_only_other_processes_beyond_the_free_cpus(monkeypatch):
+    assert flops.measure_with_contention(lambda: 1, None) == (1, None)  # GPUs: not measured
+    assert 0.0 <= flops.measure_with_contention(lambda: time.sleep(0.3), 1)[1] <= 1.0  # the real /proc/stat
+    monkeypatch.setattr(flops.os, "sched_getaffinity", lambda pid: {0, 1})
+
+    def run(others_s, threads):
+        busy, own = iter([100.0, 100.0 + 0.25 + others_s]), iter([10.0, 10.25])
+        monkeypatch.setattr(flops, "_busy_s", lambda cpus: next(busy))
+        monkeypatch.setattr(flops, "_own_cpu_s", lambda: next(own))
+        return flops.measure_with_contention(lambda: time.sleep(0.25) or "done", threads)
+    assert run(0.0, 2) == ("done", 0.0)
+    result, contention = run(0.5, 2)  # another process kept ~2 CPUs busy: both our threads competed
+    assert result == "done" and contention >= 0.75
+    assert run(0.5, 1)[1] >= 0.5  # one thread, one CPU left free, but the other process wanted both
+    assert run(0.2, 1)[1] == 0.0  # under one CPU's worth of others: they ran on the CPU our thread left free
 
 
 def _zone(root, name, uj, wrap=5_000_000):
