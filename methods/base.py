@@ -50,6 +50,7 @@ class Method:
             raise SkipRun(f"{self.spec.name} runs on {', '.join(self.spec.devices)} only, not {ctx.device.type}")
 
     reserved_positions: int = 0  # positions of the model's table that the method's own tokens take
+    added_positions: int = 0  # virtual tokens prepended to every input: each step computes over them too
 
     def load_kwargs(self, ctx: RunContext) -> dict:
         return {}

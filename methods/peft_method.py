@@ -34,6 +34,10 @@ class PeftMethod(Method):
         return int(self.spec.config.get("num_virtual_tokens", 0)) if self.prompt_based else 0
 
     @property
+    def added_positions(self) -> int:
+        return int(self.spec.config.get("num_virtual_tokens", 0)) if self.spec.peft_type in INPUT_PROMPT_TYPES else 0
+
+    @property
     def can_merge(self) -> bool:
         return self.spec.peft_type not in NO_MERGE and not self.spec.quantize_base
 

@@ -59,7 +59,7 @@ class _Model(nn.Module):
 
 def _train(steps=8, **kw):
     task = SimpleNamespace(train_mode=lambda m: m.train(), real_tokens=lambda b: 0)
-    method = SimpleNamespace(forward=lambda m, b: m(**b), on_step=lambda m, s: None)
+    method = SimpleNamespace(forward=lambda m, b: m(**b), on_step=lambda m, s: None, added_positions=0)
     batches = ({"x": torch.randn(M, K), "labels": torch.randint(0, N, (M,))} for _ in range(steps))
     return train(_Model(), batches, task=task, method=method, total_steps=steps, lr=1e-3,
                  device=torch.device("cpu"), warmup_steps=2, log_every=3, **kw)
@@ -234,3 +234,14 @@ def test_a_cached_cpu_fp32_peak_from_before_the_library_probe_is_measured_again(
     again = flops.device_peak(cpu, "fp32", False)
     assert first["gemm"] == again["gemm"] == probed["gemm"] and again["flops_per_s"] == 4.5e11
     assert "this run" in again["source"]
+
+
+def test_flop_units_count_the_virtual_tokens_a_prompt_method_prepends():
+    from bench.train import padded_units
+    from methods import get_method
+    batch = {"input_ids": torch.zeros(4, 6, dtype=torch.long), "labels": torch.zeros(4)}
+    assert padded_units(batch) == 24 and padded_units(batch, 10) == 64
+    assert padded_units({"pixel_values": torch.zeros(3, 3, 8, 8), "labels": torch.zeros(3)}) == 3
+    # Prompt and P-tuning lengthen every input; prefix tuning adds keys and values only; LoRA nothing.
+    assert get_method("prompt-tuning").added_positions == get_method("p-tuning").added_positions == 10
+    assert get_method("prefix-tuning").added_positions == get_method("lora").added_positions == 0
