@@ -35,6 +35,7 @@ class TrainStats:
     timed_cpu_s: float = 0.0
     timed_data_s: float = 0.0  # of timed_wall_s: producing the batches (decode, augment, collate)
     windows: int = 0
+    flops_per_step: float = 0.0  # FLOPs a step spends on the weights alone, whatever the batch (BOFT, DoRA)
     flops_per_unit: float | None = None  # forward + backward FLOPs per padded token (or example), counted
     energy_j: float | None = None  # over the timed windows; None: see energy_source
     energy_source: str = ""
@@ -81,7 +82,7 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
     """Train for the batches given. Time runs in windows of steps, synchronised with the device only at their
     ends: a window closes at each loss log point (reading losses syncs the GPU) and around `on_step_end(step,
     model) -> bool`, called after every optimizer step outside the timed windows (True stops training). The
-    first max(warmup_steps, 1) steps are untimed; the first one's forward + backward FLOPs are counted."""
+    first max(warmup_steps, 1) steps are untimed; the first two of them have their forward + backward FLOPs counted."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, **optimizer_kwargs(params, device))
     stats = TrainStats(optimizer="adamw-fused" if optimizer.defaults.get("fused") else "adamw-foreach")
@@ -89,7 +90,7 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
     scaler = grad_scaler(device, precision)
     timer, energy = WindowTimer(device), EnergyMeter(device)
     untimed = max(warmup_steps, 1)  # the FLOP counter slows the steps it watches: never time them
-    counted_flops = counted_units = 0
+    counted = []  # (padded units, FLOPs) of the counted steps: the first two untimed ones
     task.train_mode(model)
     running, pending = [], []  # losses as tensors until a window closes: .item() per step would sync the GPU
 
@@ -117,15 +118,14 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
             stats.timed_examples += len(batch["labels"])
             stats.timed_tokens += task.real_tokens(batch)  # on the host copy: no device sync
             stats.timed_units += padded_units(batch, method.added_positions)
-        elif step == 1:  # one step's FLOPs, per padded unit, are enough: the counter slows what it watches
-            counted_units += padded_units(batch, method.added_positions)
+        counting = step <= min(untimed, 2)  # untimed only: the counter slows the steps it watches
         on_device = to_device(batch, device)
-        with flops.counter() if step == 1 else contextlib.nullcontext() as counter:
+        with flops.counter() if counting else contextlib.nullcontext() as counter:
             with autocast(device, precision):
                 out = method.forward(model, on_device)
             (scaler.scale(out.loss) if scaler else out.loss).backward()
-        if step == 1:
-            counted_flops += counter.get_total_flops()
+        if counting:
+            counted.append((padded_units(batch, method.added_positions), counter.get_total_flops()))
         if scaler:
             scaler.unscale_(optimizer)  # clip the true gradients
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -156,6 +156,23 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
         flush()
     stats.timed_wall_s, stats.timed_cpu_s, stats.windows = timer.wall, timer.cpu, timer.windows
     stats.energy_j, stats.energy_source = energy.joules, energy.source
-    if counted_flops and counted_units:
-        stats.flops_per_unit = counted_flops / counted_units
+    stats.flops_per_unit, stats.flops_per_step = split_flops(counted)
     return stats
+
+
+def split_flops(counted: list[tuple[int, float]]) -> tuple[float | None, float]:
+    """(FLOPs per padded unit, FLOPs per step) from counted (units, FLOPs) steps. Most FLOPs grow with the batch,
+    but some methods also compute on their weights once per step, whatever the batch (BOFT multiplies out its
+    butterfly factors): charged per unit, a short first batch made BOFT's MFU read 0.72. Two steps of different
+    sizes separate the two parts; otherwise (or where attention's growth makes the fit's constant negative)
+    everything is charged per unit."""
+    counted = [(u, f) for u, f in counted if u and f]
+    if len(counted) >= 2 and counted[0][0] != counted[1][0]:
+        (u1, f1), (u2, f2) = counted[:2]
+        per_unit = (f2 - f1) / (u2 - u1)
+        per_step = f1 - per_unit * u1
+        if per_unit > 0 and per_step > 0.01 * f1:  # a constant under 1% of a step is attention's curvature
+            return per_unit, per_step
+    if not counted:
+        return None, 0.0
+    return sum(f for _, f in counted) / sum(u for u, _ in counted), 0.0

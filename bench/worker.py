@@ -281,7 +281,7 @@ def train_measures(stats, device, precision: str, tf32: str, info: dict) -> dict
         out["train_tokens_per_s"] = stats.timed_tokens / wall
     if stats.flops_per_unit:
         # Counted on the untimed first steps per padded token (or image), scaled to the timed steps' shapes.
-        flops = stats.flops_per_unit * stats.timed_units
+        flops = stats.flops_per_unit * stats.timed_units + stats.flops_per_step * stats.timed_steps
         out.update(train_flops_per_example=flops / n, train_flops_per_s=flops / wall)
         peak = device_peak(device, precision, tf32 == "on")
         info["peak_flops"] = peak

@@ -245,3 +245,12 @@ def test_flop_units_count_the_virtual_tokens_a_prompt_method_prepends():
     # Prompt and P-tuning lengthen every input; prefix tuning adds keys and values only; LoRA nothing.
     assert get_method("prompt-tuning").added_positions == get_method("p-tuning").added_positions == 10
     assert get_method("prefix-tuning").added_positions == get_method("lora").added_positions == 0
+
+
+def test_per_step_flops_are_split_from_per_unit_flops_by_two_steps_of_different_sizes():
+    from bench.train import split_flops
+    # BOFT-like: 1,000 FLOPs a step on its weights, whatever the batch, plus 5 per padded token.
+    assert split_flops([(10, 1050), (30, 1150)]) == (5, 1000)
+    assert split_flops([(10, 50), (10, 50)]) == (5, 0.0)  # same sizes: nothing to separate, all per unit
+    assert split_flops([(10, 50), (30, 160)]) == (210 / 40, 0.0)  # grows faster than linear (attention): per unit
+    assert split_flops([(10, 50)]) == (5, 0.0) and split_flops([]) == (None, 0.0)
