@@ -35,7 +35,7 @@ class TrainStats:
     timed_cpu_s: float = 0.0
     timed_data_s: float = 0.0  # of timed_wall_s: producing the batches (decode, augment, collate)
     windows: int = 0
-    flops_per_step: float = 0.0  # FLOPs a step spends on the weights alone, whatever the batch (BOFT, DoRA)
+    flops_per_step: float = 0.0  # FLOPs a step spends on the weights alone, whatever the batch (BOFT)
     flops_per_unit: float | None = None  # forward + backward FLOPs per padded token (or example), counted
     energy_j: float | None = None  # over the timed windows; None: see energy_source
     energy_source: str = ""
