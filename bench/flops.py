@@ -191,7 +191,7 @@ def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
                    "contention": contention}
             if outdated or measured["flops_per_s"] > entry["flops_per_s"]:  # keep the best: contention only lowers it
                 entry = new
-            elif contention is not None and contention <= QUIET and not (entry.get("contention") or 0) <= QUIET:
+            elif contention is not None and contention <= QUIET < (entry.get("contention") or 0):
                 entry = {**entry, "contention": contention}  # a quiet run confirms the higher, earlier figure
             cache[key] = entry
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
