@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -71,6 +72,7 @@ def _device_name(device: torch.device) -> str:
     return cpu_model()
 
 
+GEMM_OP = "linear"  # what measure_gemm_peak times; a cached peak of another op is measured again
 QUIET = 0.1  # contention up to which a measured CPU peak is reused as it is
 
 
@@ -125,8 +127,10 @@ def datasheet_peak(device: torch.device, precision: str, tf32: bool) -> float | 
 
 
 def measure_gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
-    """FLOP/s of the best of 4 bursts of square matmuls. The size grows until one call takes >= 20 ms (CPU fp16
-    has no fast kernel: a 2048 matmul would take a minute there), up to 2048 on CPU, 8192 on GPU."""
+    """FLOP/s of the best of 4 bursts of square `F.linear` products, the call a model's layers make: on CPU,
+    fp16 `torch.mm` takes a reference kernel (1 GFLOP/s here) while fp16 `F.linear` reaches 52, so a peak
+    from `torch.mm` made fp16 runs read MFU 1.1-1.3. The size grows until one call takes >= 20 ms, up to
+    2048 on CPU, 8192 on GPU."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -135,10 +139,10 @@ def measure_gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float =
     n = 256
     while True:
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-        out = torch.mm(a, b)  # first call: kernel selection, allocation
+        F.linear(a, b)  # first call: kernel selection, allocation
         sync()
         t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
+        F.linear(a, b)
         sync()
         one = time.perf_counter() - t0
         if one >= 0.02 or n >= limit:
@@ -150,7 +154,7 @@ def measure_gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float =
         sync()
         t0 = time.perf_counter()
         for _ in range(reps):
-            torch.mm(a, b, out=out)
+            F.linear(a, b)
         sync()
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
     return best
@@ -181,14 +185,15 @@ def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
         load = os.getloadavg()[0]
         both_libraries = device.type == "cpu" and kind == "fp32"
         outdated = entry is None or (both_libraries and "gemm" not in entry) or \
-            (device.type == "cpu" and "contention" not in entry)  # from before the MKL/oneDNN probe or this check
+            (device.type == "cpu" and "contention" not in entry) or \
+            entry.get("op") != GEMM_OP  # from before the MKL/oneDNN probe, the contention check or F.linear
         cached = not outdated and not (device.type == "cpu" and _contended(entry, load))
         if not cached:  # under the run's own TF32 setting (the worker applied it)
             measured, contention = measure_with_contention(
                 lambda: _best_cpu_fp32(device) if both_libraries else
                 {"flops_per_s": measure_gemm_peak(device, dtype(precision))}, threads)
             new = {**measured, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": load,
-                   "contention": contention}
+                   "contention": contention, "op": GEMM_OP}
             if outdated or measured["flops_per_s"] > entry["flops_per_s"]:  # keep the best: contention only lowers it
                 entry = new
             elif contention is not None and contention <= QUIET < (entry.get("contention") or 0):

@@ -236,6 +236,25 @@ def test_a_cached_cpu_fp32_peak_from_before_the_library_probe_is_measured_again(
     assert "this run" in again["source"]
 
 
+def test_the_peak_times_f_linear_and_a_cached_peak_of_torch_mm_is_measured_again(tmp_path, monkeypatch):
+    # CPU fp16 torch.mm takes a reference kernel ~50x slower than F.linear, the call a model's layers make:
+    # a peak from torch.mm made the smoke suite's fp16 runs read MFU 1.1-1.3.
+    calls = []
+    monkeypatch.setattr(flops.F, "linear", lambda a, b: calls.append(a.dtype) or a)
+    flops.measure_gemm_peak(torch.device("cpu"), torch.float16, seconds=0.01)
+    assert calls and set(calls) == {torch.float16}
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(flops.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(flops, "measure_gemm_peak", lambda device, dtype: 5e10)
+    monkeypatch.setattr(flops, "measure_with_contention", lambda measure, threads: (measure(), 0.0))
+    old = {"flops_per_s": 2.6e9, "contention": 0.0, "measured_at": "2026-11-29T23:12:32", "load_avg_1m": 0.9}
+    key = f"{flops.socket.gethostname()}|{flops._device_name(torch.device('cpu'))}|threads={torch.get_num_threads()}"
+    flops.cache_path().write_text(flops.json.dumps({f"{key}|fp16": old}))
+    peak = flops.device_peak(torch.device("cpu"), "fp16", False)
+    assert peak["flops_per_s"] == 5e10 and peak["op"] == "linear" and "this run" in peak["source"]
+    assert list(flops.json.loads(flops.cache_path().read_text())) == [f"{key}|fp16"]  # the old entry, replaced
+
+
 def test_flop_units_count_the_virtual_tokens_a_prompt_method_prepends():
     from bench.train import padded_units
     from methods import get_method

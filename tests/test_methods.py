@@ -55,3 +55,18 @@ def test_adalora_without_update_and_allocate_is_caught():
     method, model, ctx = _apply("adalora")
     with pytest.raises(RuntimeError, match="never reallocated"):
         method.finish(model, ctx)
+
+
+def test_adalora_skips_the_importance_update_of_a_step_the_fp16_grad_scaler_skipped():
+    """Overflowed (inf) gradients would stay in AdaLoRA's importance averages for good: the rank pattern of
+    the smoke suite's fp16 runs never changed."""
+    method, model, ctx = _apply("adalora")
+    calls = []
+    model.base_model.update_and_allocate = calls.append
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             "labels": torch.tensor([1])}
+    method.forward(model, batch).loss.backward()
+    method.on_step(model, 5)
+    next(p for p in model.parameters() if p.grad is not None).grad[0] = float("inf")
+    method.on_step(model, 6)
+    assert calls == [5]
