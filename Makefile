@@ -11,7 +11,7 @@ BUDGET ?= quick
 # The test tools, and Ray for the `--executor ray` tests.
 EXTRAS ?= dev,ray
 
-.PHONY: install run test bench
+.PHONY: install run test bench gpu-kit
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -34,3 +34,8 @@ bench: install
 	mkdir -p $(dir $(BENCH_JSON))
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest benchmarks -o addopts=-ra --benchmark-only -s \
 		--benchmark-json=$(BENCH_JSON) $(BENCH_ARGS)
+
+# The kit for the GPU check on a lent GPU machine (benchmarks/gpu/check.sh says how it is used): wheels the
+# machine lacks, MiniLM in two halves, SST-2 and CoNLL-2003, in .gpu/a and .gpu/b (git-ignored).
+gpu-kit: install
+	PY=$(PY) bash benchmarks/gpu/make_kit.sh
