@@ -21,7 +21,8 @@ def section_table(section: Section) -> str:
             cells.append(f"**{text}**" if row.method in section.best.get(col.metric, ()) else text)
             if i == 0 and extra:
                 cells += [section.interval(row.method), section.versus_best(row.method)]
-        status = row.status if row.all_ok else f"{row.status}: " + "; ".join(row.reasons)
+        why = "; ".join(row.reasons)  # each reason names its status ("skipped: ...")
+        status = row.status if row.all_ok else f"{row.status}: {why}" if row.ok_runs else why
         cells.append(_escape(status))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
