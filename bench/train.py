@@ -19,7 +19,7 @@ from bench import flops
 from bench.energy import EnergyMeter
 from bench.measure import WindowTimer
 from bench.precision import autocast, grad_scaler
-from suites.base import to_device
+from suites.base import to_device, token_logits
 
 
 @dataclass
@@ -54,7 +54,8 @@ def padded_units(batch: dict, added_positions: int = 0) -> int:
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for sequence ([B, C] vs [B]) and token ([B, T, C] vs [B, T]) classification."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(token_logits(logits, labels).reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           ignore_index=-100)
 
 
 def optimizer_kwargs(params: list, device: torch.device) -> dict:

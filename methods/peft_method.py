@@ -41,6 +41,14 @@ class PeftMethod(Method):
     def can_merge(self) -> bool:
         return self.spec.peft_type not in NO_MERGE and not self.spec.quantize_base
 
+    def forward(self, model, batch):
+        """Token labels get an ignored label for each virtual token that an input prompt prepends: peft's token
+        classifier returns logits for those positions too, and its loss would not line up with the labels."""
+        labels = batch.get("labels")
+        if self.added_positions and labels is not None and labels.dim() == 2:
+            batch = {**batch, "labels": torch.nn.functional.pad(labels, (self.added_positions, 0), value=-100)}
+        return model(**batch)
+
     def load_kwargs(self, ctx):
         return int8.load_kwargs(ctx) if self.spec.quantize_base == "int8" else {}
 
@@ -54,9 +62,6 @@ class PeftMethod(Method):
             if task_type is None:
                 raise SkipRun(f"{self.spec.name} adds virtual tokens to a text model's input; {type(model).__name__} "
                               f"({fam}) takes images")
-            if task_type == "TOKEN_CLS" and self.spec.peft_type in INPUT_PROMPT_TYPES:
-                raise SkipRun(f"{self.spec.name} on token classification adds virtual-token positions to the "
-                              f"logits; padding the labels for them is not implemented, so it is not run")
             kwargs["task_type"] = task_type  # peft keeps the head trainable itself for these
         else:
             kwargs["target_modules"] = self.targets(model, fam)

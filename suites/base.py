@@ -226,6 +226,13 @@ def length_grouped(lengths: list[int], batch_size: int, rng: random.Random, pool
     return batches
 
 
+def token_logits(logits, labels_or_ids):
+    """A token classifier's logits for the input's own positions: an input prompt (prompt tuning, P-tuning)
+    prepends virtual tokens, whose logits come first."""
+    extra = logits.shape[1] - labels_or_ids.shape[1] if logits.dim() == 3 else 0
+    return logits[:, extra:] if extra > 0 else logits
+
+
 def to_device(batch: Batch, device) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
 

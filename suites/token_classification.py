@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suites.base import Batch, Budget, Task, to_device
+from suites.base import Batch, Budget, Task, to_device, token_logits
 
 IGNORE = -100  # label of padding and of non-first word pieces (cross-entropy's ignore_index)
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
@@ -126,7 +126,8 @@ class TokenClassificationTask(Task):
             for batch in batches:
                 word_index, word_tags = batch["word_index"], batch["word_tags"]
                 inputs = {k: v for k, v in batch.items() if k not in ("word_index", "word_tags", "labels")}
-                predicted = model(**to_device(inputs, device)).logits.argmax(-1).cpu()
+                logits = model(**to_device(inputs, device)).logits
+                predicted = token_logits(logits, inputs["input_ids"]).argmax(-1).cpu()
                 for row in range(len(word_tags)):
                     tags = word_tags[row][word_tags[row] != IGNORE].tolist()
                     words = [outside] * len(tags)  # words without a piece are predicted O, never dropped

@@ -95,9 +95,6 @@ def test_truncated_words_still_count_as_gold_in_evaluation(tokenizer):
 def test_every_method_runs_on_smoke_ner(smoke_grid):
     wide = smoke_table(smoke_grid, "ner")
     assert sorted(wide.method) == sorted(METHODS)
-    # Prompt and P-tuning lengthen the logits by their virtual tokens: skipped on token classification.
-    assert set(wide[wide.status == "skipped"].method) == {"prompt-tuning", "p-tuning"}
-    wide = wide[wide.status != "skipped"]
     assert (wide.status == "ok").all(), wide[["method", "status", "error"]]
     assert wide.entity_f1.between(0, 1).all()
     for col in ["entity_precision", "entity_recall", "f1_PER", "f1_LOC", "train_tokens_per_s", "latency_p50_ms"]:
@@ -110,3 +107,31 @@ def test_every_method_runs_on_smoke_ner(smoke_grid):
     assert by.loc["head", "trainable_params"] == by.loc["head", "head_params"]
     for m in ["lora", "adalora", "int8-lora"]:
         assert 0 < by.loc[m, "head_params"] < by.loc[m, "trainable_params"]
+
+
+def test_an_input_prompt_on_token_classification_is_scored_on_the_inputs_own_positions():
+    """Prompt tuning prepends virtual tokens, and peft's token classifier returns their logits first: the loss
+    ignores them (labels padded with -100 in front) and predictions drop them."""
+    from methods import get_method
+    from methods.base import RunContext
+    from suites.base import token_logits
+    from suites.smoke import tiny_bert_dir
+    from transformers import AutoModelForTokenClassification
+    from bench.train import task_loss
+
+    torch.manual_seed(0)
+    SMOKE_NER.label_names = TAGS
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert_dir(), num_labels=len(TAGS))
+    ctx = RunContext(task=SMOKE_NER, budget=SMOKE_NER.budget("smoke"), total_steps=4, device=torch.device("cpu"),
+                     head_names=["classifier"])
+    method = get_method("prompt-tuning")
+    model = method.apply(model, ctx)
+    labels = torch.tensor([[IGNORE, 1, 2, 0, IGNORE], [IGNORE, 3, 4, IGNORE, IGNORE]])
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3], [2, 10, 11, 3, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]), "labels": labels}
+    out = method.forward(model, batch)
+    n = method.added_positions
+    assert n > 0 and out.logits.shape[:2] == (2, 5 + n)
+    assert torch.allclose(out.loss, task_loss(out.logits, labels))
+    assert torch.equal(token_logits(out.logits, batch["input_ids"]), out.logits[:, n:])
+    assert token_logits(out.logits[:, n:], labels).shape[1] == 5  # nothing prepended: unchanged
