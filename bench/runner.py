@@ -34,9 +34,10 @@ LOG_TAIL_CHARS = 2000
 STOP_GRACE_S = 5.0  # a stopped worker gets this long to exit on SIGTERM before SIGKILL
 POLL_S = 0.2
 # What the fork server imports once, so that no forked run pays for it: only what every run imports (the worker,
-# peft, datasets). A module only some runs import (seqeval pulls in scikit-learn and scipy, a model family's code)
-# would sit in every forked run's memory and make its figures read higher than a cold process's.
-PRELOAD = ["bench.worker", "peft", "datasets"]
+# peft, datasets; bench/preload.py, which keeps CUDA uninitialised there). A module only some runs import (seqeval
+# pulls in scikit-learn and scipy, a model family's code) would sit in every forked run's memory and make its
+# figures read higher than a cold process's.
+PRELOAD = ["bench.preload"]
 MADV_POPULATE_READ = 22  # Linux >= 5.14
 # glibc malloc for every worker: no mmap'd chunks, and free memory at the heap's top kept up to 2 GiB. By default
 # each large tensor (a vision batch's activations) is a fresh mmap, zero-filled page by page on first touch and

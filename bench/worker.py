@@ -43,6 +43,9 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SkipRun("device cuda requested but torch.cuda.is_available() is False")
+    if device.type == "cuda" and torch.cuda._is_in_bad_fork():  # bench/preload.py keeps CUDA out of the server
+        raise RuntimeError("this run was forked from a fork server that had initialised CUDA, so it cannot use the "
+                           "GPU; run with BENCH_WORKER_START=spawn")
     return device
 
 

@@ -10,7 +10,38 @@ def test_the_fork_server_is_the_default_and_preloads_only_what_every_run_imports
     monkeypatch.delenv("BENCH_WORKER_START", raising=False)
     assert runner.start_method() == "forkserver"
     # seqeval (scikit-learn, scipy) or one model family's code would sit in every forked run's memory.
-    assert not any(m.startswith(("seqeval", "sklearn", "transformers.models")) for m in runner.PRELOAD)
+    from bench import preload
+    assert runner.PRELOAD == ["bench.preload"]
+    assert not any(m.startswith(("seqeval", "sklearn", "transformers.models")) for m in preload.MODULES)
+
+
+def test_with_a_cuda_torch_the_fork_server_leaves_bitsandbytes_to_the_runs(tmp_path):
+    """bitsandbytes' import initialises CUDA, and a run forked from a server that had done so could not use the
+    GPU: with a CUDA build of torch (faked here) the server imports without it, and an int8 run still gets it."""
+    import subprocess
+    import sys
+    code = """
+import sys, torch
+torch.version.cuda = "13.0"  # what bench.preload reads to tell a CUDA build
+import bench.preload
+assert "bitsandbytes" not in sys.modules and "peft" in sys.modules and "bench.worker" in sys.modules
+assert torch.cuda.is_initialized() is False
+from transformers import AutoModelForSequenceClassification
+from methods import get_method
+from methods.base import RunContext
+from suites.smoke import SENTIMENT, tiny_bert_dir
+ctx = RunContext(task=SENTIMENT, budget=SENTIMENT.budget("smoke"), total_steps=2, device=torch.device("cpu"),
+                 head_names=["classifier"])
+method = get_method("int8-lora")
+model = method.apply(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2,
+                     **method.load_kwargs(ctx)), ctx)
+assert "bitsandbytes" in sys.modules
+print(model(input_ids=torch.tensor([[2, 7, 3]])).logits.shape)
+"""
+    env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch.Size([1, 2])" in out.stdout
 
 
 def _child_rss_file_mb(queue):

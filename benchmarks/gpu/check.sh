@@ -42,6 +42,8 @@ if [[ $step == a ]]; then
   export BENCH_MODEL_DIR="$PWD/.gpu/a/models" BENCH_DATA_DIR="$PWD/.gpu/a/data"  # the smoke image task's
   "$PY" - <<'EOF' || exit 1
 import importlib.metadata as md, torch
+import bench.preload  # what the fork server imports: it must leave CUDA untouched, or forked runs fail
+print("CUDA initialised by the preload:", torch.cuda.is_initialized())
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 for p in ("transformers", "peft", "datasets", "seqeval", "pyarrow", "pandas", "accelerate", "nvidia-ml-py"):
@@ -49,8 +51,6 @@ for p in ("transformers", "peft", "datasets", "seqeval", "pyarrow", "pandas", "a
         print(p, md.version(p))
     except md.PackageNotFoundError:
         print(p, "MISSING")
-import bench.worker, peft, datasets  # the fork server's preload must leave CUDA untouched, or forked runs fail
-print("CUDA initialised by the preload:", torch.cuda.is_initialized())
 EOF
   for p in fp32 bf16 fp16; do grid "smoke-$p" --suite smoke --precision "$p"; done
 else
