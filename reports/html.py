@@ -64,7 +64,8 @@ def render_html(records: list[dict], sources: list[Path], title: str = DEFAULT_T
                 history_db: Path | None = None) -> str:
     """The page; with a history database, each section also plots its headline metric over past invocations."""
     sections = build_sections(records)
-    colors = method_colors(list(dict.fromkeys(str(r.get("method")) for r in records)))
+    # keyed by row label: a method run under two configurations has a row, and a colour, for each
+    colors = method_colors(list(dict.fromkeys(row.method for s in sections for row in s.rows)))
     for s in sections:
         plots = section_plots(s, colors)
         if history_db is not None and Path(history_db).is_file() and s.metric:

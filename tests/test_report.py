@@ -158,6 +158,16 @@ def test_a_task_with_only_failed_runs_renders_without_plots(tmp_path):
     assert "<strong>No runs found.</strong>" in render_html([], [tmp_path])
 
 
+def test_a_method_under_two_configurations_gets_a_row_and_plot_marks_for_each(tmp_path):
+    # A method re-run at another (tuned) rate in the same folder once crashed the plots: no colour for its label.
+    recs = [record("lora"), record("lora", accuracy=0.7), record("head")]
+    for r, config in zip(recs, ("aaa", "bbb", "ccc")):
+        r["config_id"], r["run_id"] = config, f"run-{config}"
+    html = render_html(recs, [tmp_path])
+    assert {m for m, _ in _rows(html)} == {"lora (config aaa)", "lora (config bbb)", "head"}
+    assert _images(html)
+
+
 def test_markdown_has_the_same_table(records):
     md = markdown_report(build_sections(records), "T")
     lines = [line for line in md.splitlines() if line.startswith("| `")]
