@@ -34,6 +34,10 @@ def preload(hide: list[str]) -> None:
     with hidden(hide):
         for name in MODULES:
             importlib.import_module(name)
+    if hide:  # peft caches whether bitsandbytes is there: an answer given while hidden must not reach the runs
+        from peft import import_utils
+        import_utils.is_bnb_available.cache_clear()
+        import_utils.is_bnb_4bit_available.cache_clear()
 
 
 def cuda_build() -> bool:

@@ -36,6 +36,8 @@ method = get_method("int8-lora")
 model = method.apply(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2,
                      **method.load_kwargs(ctx)), ctx)
 assert "bitsandbytes" in sys.modules
+layers = {type(m).__module__ + "." + type(m).__name__ for n, m in model.named_modules() if n.endswith("query")}
+assert layers == {"peft.tuners.lora.bnb.Linear8bitLt"}, layers  # peft's int8 LoRA layer, as in a cold process
 print(model(input_ids=torch.tensor([[2, 7, 3]])).logits.shape)
 """
     env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path)}
