@@ -424,7 +424,8 @@ def cmd_recommend(args) -> int:
     code = 0
     for task in tasks:
         result = rec.recommend(records, args.suite, task, constraints, args.priority, budget=args.budget,
-                               model=args.model, device=args.device, since=args.since, commit=args.commit)
+                               model=args.model, device=args.device, since=args.since, commit=args.commit,
+                               folders=bool(args.results))
         print(rec.format_result(result, args.priority) + "\n")
         code = code or (0 if result.top else 1)
     return code

@@ -88,9 +88,11 @@ def select_condition(records: list[dict], budget=None, model=None, device=None) 
     return condition, kept
 
 
-def select_runs(records: list[dict], since: str | None, commit: str | None) -> tuple[list[dict], str]:
+def select_runs(records: list[dict], since: str | None, commit: str | None,
+                folders: bool = False) -> tuple[list[dict], str]:
     """The runs to rank: those of one git commit (prefix), those finished since a date, or by default the newest
-    invocation's, never an average over the whole history (old commits and hosts included)."""
+    invocation's, never an average over the whole history (old commits and hosts included). Results folders
+    given by name are ranked whole: a grid stopped and resumed is two invocations in one folder."""
     if commit:
         kept = [r for r in records if str(r.get("git_commit") or (r.get("env") or {}).get("git_commit") or "")
                 .startswith(commit)]
@@ -98,6 +100,8 @@ def select_runs(records: list[dict], since: str | None, commit: str | None) -> t
     elif since:
         kept = [r for r in records if str(r.get("finished_at") or "") >= since]
         what = f"finished since {since}"
+    elif folders:
+        return records, "the results folders given"
     else:
         newest = max(records, key=lambda r: r.get("finished_at") or "").get("invocation")
         return [r for r in records if r.get("invocation") == newest], f"invocation {newest}"
@@ -120,10 +124,13 @@ def method_table(records: list[dict], metrics: list[str]) -> pd.DataFrame:
 
 
 def recommend(records: list[dict], suite: str, task: str, constraints: list[Constraint], priority: str = "metric",
-              budget=None, model=None, device=None, since: str | None = None, commit: str | None = None) -> Result:
+              budget=None, model=None, device=None, since: str | None = None, commit: str | None = None,
+              folders: bool = False) -> Result:
+    """`folders`: the records are results folders' (each run once, a re-run replacing it), not the history's."""
     if priority not in PRIORITIES:
         raise UnknownName(f"unknown priority {priority!r} (valid: {', '.join(PRIORITIES)})")
-    records = latest_runs(records, per=("invocation",))  # a re-run replaces its earlier record, never adds a seed
+    # a re-run replaces its earlier record, never adds a seed; the history keeps each night's run
+    records = latest_runs(records) if folders else latest_runs(records, per=("invocation",))
     ok = [r for r in records if r.get("suite") == suite and r.get("task") == task and r.get("status") == "ok"]
     if not ok:
         raise UnknownName(f"no successful runs of {suite}/{task} to recommend from")
@@ -131,7 +138,7 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     if not ok:
         raise UnknownName(f"no successful runs of {suite}/{task} with budget {condition['budget']}, model "
                           f"{condition['model']}, device {condition['device']}")
-    ok, selection = select_runs(ok, since, commit)
+    ok, selection = select_runs(ok, since, commit, folders)
     head, memory = headline_metric(suite, task, ok), memory_metric(condition["device"], ok)
     placeholders = {HEADLINE: head, MEMORY: memory}
     constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]

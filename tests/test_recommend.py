@@ -86,6 +86,16 @@ def test_nothing_satisfies_gives_a_clear_message():
     assert "Recommendation" not in text
 
 
+def test_results_folders_are_ranked_whole_and_the_history_by_its_newest_invocation():
+    # A grid stopped and resumed: lora and head in one invocation, full in the next, all in one folder.
+    recs = [record(method=m, seed=0, invocation="a" if m != "full" else "b",
+                   finished="2026-01-01T00:00:00+00:00" if m != "full" else "2026-01-02T00:00:00+00:00",
+                   majority_rate=0.5, **f) for m, f in FIGURES.items() if m != "bitfit"]
+    whole = rec.recommend(recs, "smoke", "sentiment", [], folders=True)
+    assert set(whole.table.method) == {"full", "lora", "head"} and whole.top == "full"
+    assert set(rec.recommend(recs, "smoke", "sentiment", []).table.method) == {"full"}
+
+
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("rec") / "night"
