@@ -92,7 +92,7 @@ def select_runs(records: list[dict], since: str | None, commit: str | None,
                 folders: bool = False) -> tuple[list[dict], str]:
     """The runs to rank: those of one git commit (prefix), those finished since a date, or by default the newest
     invocation's, never an average over the whole history (old commits and hosts included). Results folders
-    given by name are ranked whole: a grid stopped and resumed is two invocations in one folder."""
+    given by name are ranked whole: each is an invocation, and a user naming several wants them all."""
     if commit:
         kept = [r for r in records if str(r.get("git_commit") or (r.get("env") or {}).get("git_commit") or "")
                 .startswith(commit)]

@@ -87,7 +87,7 @@ def test_nothing_satisfies_gives_a_clear_message():
 
 
 def test_results_folders_are_ranked_whole_and_the_history_by_its_newest_invocation():
-    # A grid stopped and resumed: lora and head in one invocation, full in the next, all in one folder.
+    # Two results folders (each one invocation): lora and head in one, full in the other.
     recs = [record(method=m, seed=0, invocation="a" if m != "full" else "b",
                    finished="2026-01-01T00:00:00+00:00" if m != "full" else "2026-01-02T00:00:00+00:00",
                    majority_rate=0.5, **f) for m, f in FIGURES.items() if m != "bitfit"]
