@@ -92,7 +92,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     record["info"]["scored_on"] = task.dev_description(len(eval_ds)) if score_on == "dev" else \
         f"the {task.eval_split} split ({len(eval_ds)} examples)"
     steps = budget.steps(len(train_ds))
-    ctx = RunContext(task=task, budget=budget, total_steps=steps, device=device, head_names=[])
+    ctx = RunContext(task=task, budget=budget, total_steps=steps, device=device, head_names=[], precision=precision)
     model, processor = task.load_model(path, **method.load_kwargs(ctx))
     if getattr(task, "eval_max_length", None):  # virtual tokens take positions from the model's table
         task.eval_max_length -= method.reserved_positions

@@ -11,7 +11,10 @@ from methods.peft_method import PeftMethod
 
 
 class AdaLoRA(PeftMethod):
+    skipped_steps = False  # whether a grad scaler may skip steps (fp16)
+
     def peft_config(self, model, ctx):
+        self.skipped_steps = ctx.precision == "fp16"
         kwargs = super().peft_config(model, ctx)
         steps = ctx.total_steps
         kwargs.update(total_step=steps, tinit=max(1, steps // 10), tfinal=max(1, (steps * 3) // 10),
@@ -25,10 +28,14 @@ class AdaLoRA(PeftMethod):
 
     def on_step(self, model, step):
         # Under fp16 the grad scaler skips a step whose gradients overflowed; fed to AdaLoRA, their inf/NaN would
-        # stay in its importance averages for good (smoke fp16 runs ended with the rank pattern unchanged).
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads and torch.stack([torch.isfinite(g).all() for g in grads]).all():
-            model.base_model.update_and_allocate(step)
+        # stay in its importance averages for good (smoke fp16 runs ended with the rank pattern unchanged). The
+        # check reads the device, so it runs only where steps can be skipped: on a GPU a sync per step would
+        # stop the CPU from queueing ahead.
+        if self.skipped_steps:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not (grads and torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                return
+        model.base_model.update_and_allocate(step)
 
     def finish(self, model, ctx):
         out = super().finish(model, ctx)

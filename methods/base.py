@@ -23,6 +23,7 @@ class RunContext:
     total_steps: int
     device: torch.device
     head_names: list[str]
+    precision: str = "fp32"  # fp16 trains through a grad scaler, which skips the steps whose gradients overflowed
 
 
 class Method:

@@ -9,11 +9,11 @@ from methods.base import count_params
 from suites.smoke import SENTIMENT, tiny_bert_dir
 
 
-def _apply(name, steps=20):
+def _apply(name, steps=20, precision="fp32"):
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2)
     ctx = RunContext(task=SENTIMENT, budget=SENTIMENT.budget("smoke"), total_steps=steps,
-                     device=torch.device("cpu"), head_names=["classifier"])
+                     device=torch.device("cpu"), head_names=["classifier"], precision=precision)
     method = get_method(name)
     return method, method.apply(model, ctx), ctx
 
@@ -60,13 +60,14 @@ def test_adalora_without_update_and_allocate_is_caught():
 def test_adalora_skips_the_importance_update_of_a_step_the_fp16_grad_scaler_skipped():
     """Overflowed (inf) gradients would stay in AdaLoRA's importance averages for good: the rank pattern of
     the smoke suite's fp16 runs never changed."""
-    method, model, ctx = _apply("adalora")
-    calls = []
-    model.base_model.update_and_allocate = calls.append
     batch = {"input_ids": torch.tensor([[2, 7, 8, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
              "labels": torch.tensor([1])}
-    method.forward(model, batch).loss.backward()
-    method.on_step(model, 5)
-    next(p for p in model.parameters() if p.grad is not None).grad[0] = float("inf")
-    method.on_step(model, 6)
-    assert calls == [5]
+    for precision, expected in [("fp16", [5]), ("fp32", [5, 6])]:  # fp32 skips no step and pays no check
+        method, model, ctx = _apply("adalora", precision=precision)
+        calls = []
+        model.base_model.update_and_allocate = calls.append
+        method.forward(model, batch).loss.backward()
+        method.on_step(model, 5)
+        next(p for p in model.parameters() if p.grad is not None).grad[0] = float("inf")
+        method.on_step(model, 6)
+        assert calls == expected, precision
