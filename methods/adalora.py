@@ -13,8 +13,11 @@ from methods.peft_method import PeftMethod
 class AdaLoRA(PeftMethod):
     skipped_steps = False  # whether a grad scaler may skip steps (fp16)
 
-    def peft_config(self, model, ctx):
+    def apply(self, model, ctx):
         self.skipped_steps = ctx.precision == "fp16"
+        return super().apply(model, ctx)
+
+    def peft_config(self, model, ctx):
         kwargs = super().peft_config(model, ctx)
         steps = ctx.total_steps
         kwargs.update(total_step=steps, tinit=max(1, steps // 10), tfinal=max(1, (steps * 3) // 10),
