@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 
+STARTED_WITH = dict(os.environ)  # the runner's environment when it started the server (runner._adopt_environment)
 MODULES = ["bench.worker", "peft", "datasets"]  # what every run imports (README: "Start-up")
 CUDA_INITIALISING = ["bitsandbytes"]  # imports that initialise CUDA where torch has it
 

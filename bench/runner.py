@@ -219,16 +219,27 @@ def ready_path(result_path: str | os.PathLike) -> Path:
     return Path(result_path).with_suffix(".ready")
 
 
+def _adopt_environment(env: dict) -> None:
+    """Make this process's environment `env`, the runner's as the run starts. A forked worker has its server's:
+    what the runner had when it started the server (so drop what the runner has unset since), plus what the
+    server's imports set, which stays as a cold process's imports would set it."""
+    server_start = getattr(sys.modules.get("bench.preload"), "STARTED_WITH", {})
+    for name in server_start.keys() - env.keys():
+        os.environ.pop(name, None)
+    os.environ.update(env)
+
+
 def _worker_process(spec_path: str, result_path: str, log_path: str | None, env: dict,
                     started: float | None = None) -> None:
     """Runs in the new process: its own session (a terminal's Ctrl-C reaches only the parent), death with its
-    parent, its own environment (GPU, threads) before torch touches a device, output to the run's log, then
-    the worker. `started` (time.time() when the runner started the run) gives the run's start-up cost."""
+    parent, its environment (the runner's now, plus the run's GPU and threads) before torch touches a device,
+    output to the run's log, then the worker. `started` (time.time() when the runner started the run) gives the
+    run's start-up cost."""
     if start_method() == "forkserver":
         _map_server_pages(os.getppid())  # before setsid: the parent is the fork server
     os.setsid()
     _die_with_parent()
-    os.environ.update(env)
+    _adopt_environment(env)
     allocator = tune_allocator()
     if log_path is not None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -257,9 +268,13 @@ class LocalRun:
         self.tmp = tempfile.TemporaryDirectory()
         self.spec_path, self.result_path = Path(self.tmp.name) / "spec.json", Path(self.tmp.name) / "result.json"
         self.spec_path.write_text(json.dumps(spec))
+        # The runner's environment as it is now: a fork server keeps the one it started with, so a Python session
+        # that runs a second grid, or changes a variable first, would otherwise start that grid's runs with the
+        # first one's. Variables the server's imports set stay (a cold process's imports set them too).
+        run_env = {**os.environ, **env}
         self.proc = _context().Process(target=_worker_process, name=f"bench-{spec['task']}-{spec['method']}",
                                        args=(str(self.spec_path), str(self.result_path),
-                                             None if verbose else str(self.log_path), env, time.time()))
+                                             None if verbose else str(self.log_path), run_env, time.time()))
         self.started = time.monotonic()
         self.proc.start()
 

@@ -33,7 +33,8 @@ def _workers() -> list[str]:
 
 def test_a_smoke_grid_on_ray_gives_the_rows_local_gives(ray_env, smoke_grid, tmp_path):
     proc = run_bench("run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "full,lora",
-                     "--executor", "ray", "--cpus-per-run", "1", "--out", str(tmp_path), "--no-report", check=True)
+                     "--executor", "ray", "--cpus-per-run", "1", "--out", str(tmp_path), "--no-report", check=True,
+                     fresh_process=True)
     ray_rows = pd.read_parquet(tmp_path / "results_wide.parquet").set_index("method")
     local = smoke_table(smoke_grid, "sentiment").set_index("method").loc[ray_rows.index]
     assert (ray_rows.status == "ok").all(), ray_rows[["status", "error"]]

@@ -164,7 +164,8 @@ def test_a_model_folder_without_weights_names_the_folder(tmp_path):
 def test_parallel_runs_share_the_cores_and_give_every_row(tmp_path):
     # Workers start cold here (spawn); the other tests fork them from a warm server (the default).
     proc = run_bench(*SMOKE, "--methods", "head,lora,bitfit", "--parallel", "2", "--out", str(tmp_path),
-                     "--no-report", "--strict", env={"BENCH_WORKER_START": "spawn", "BENCH_FAULT": "raise:bitfit"})
+                     "--no-report", "--strict", env={"BENCH_WORKER_START": "spawn", "BENCH_FAULT": "raise:bitfit"},
+                     fresh_process=True)
     assert proc.returncode == 1  # --strict: one failed run fails the grid, which still runs to the end
     records = {r["method"]: r for r in _lines(tmp_path)}
     assert [records[m]["status"] for m in ("head", "lora", "bitfit")] == ["ok", "ok", "failed"], proc.stderr

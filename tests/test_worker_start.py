@@ -73,3 +73,30 @@ def test_workers_keep_freed_memory_for_reuse():
     proc.start()
     assert queue.get(timeout=60) == runner.ALLOCATOR
     proc.join()
+
+
+def test_a_forked_run_gets_the_runners_environment_of_now_not_the_servers(monkeypatch):
+    """The fork server keeps the environment it started with; a run gets the runner's as it starts: variables
+    unset since are dropped, new ones arrive, and what the server's imports set stays."""
+    import types
+    monkeypatch.setitem(__import__("sys").modules, "bench.preload",
+                        types.SimpleNamespace(STARTED_WITH={"GONE": "1", "KEPT": "1"}))
+    for name, value in {"GONE": "1", "KEPT": "1", "SET_BY_AN_IMPORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("NEW", raising=False)
+    runner._adopt_environment({"KEPT": "2", "NEW": "3"})
+    assert "GONE" not in os.environ
+    assert (os.environ["KEPT"], os.environ["NEW"], os.environ["SET_BY_AN_IMPORT"]) == ("2", "3", "1")
+
+
+def test_two_grids_in_one_session_each_run_with_their_own_environment(tmp_path):
+    """The tests' CLI calls share one fork server (conftest.run_bench): a fault injected into one grid's
+    environment reaches its run and not the next grid's."""
+    from conftest import run_bench
+    args = ["run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head", "--no-report"]
+    faulty = run_bench(*args, "--out", str(tmp_path / "a"), env={"BENCH_FAULT": "raise:head"})
+    clean = run_bench(*args, "--out", str(tmp_path / "b"), check=True)
+    from bench.store import ResultStore
+    assert faulty.returncode == 1 and "injected failure for head" in faulty.stderr
+    assert [r["status"] for r in ResultStore(tmp_path / "a").records()] == ["failed"]
+    assert [r["status"] for r in ResultStore(tmp_path / "b").records()] == ["ok"], clean.stderr
