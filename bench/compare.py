@@ -17,7 +17,8 @@ is `vanished` (gated). A configuration missing from the candidate is reported, n
 legitimate candidate). Speed is gated only where host, CPU and GPU names match the baseline's: on shared
 or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`). Runs of the same
 name under another configuration (config ids differ: a changed method default, budget, model or data) are
-`reconfigured`, with what changed named, and never gated against each other.
+`reconfigured`, with what changed named, and never gated against each other. MFU is `ungated` where the runs
+were divided by different measured peaks (bench/metrics.py, reference_spread).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import pandas as pd
 from bench import history, ties
 from bench.errors import UnknownName
 from bench.identity import differences
-from bench.metrics import metric_info
+from bench.metrics import metric_info, reference_spread
 from bench.store import latest_runs
 from bench.verdicts import KINDS, Thresholds, gated_metrics, parse_thresholds, verdict  # noqa: F401 (re-exported)
 
@@ -96,8 +97,12 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
             v, allowed = verdict(metric, b[metric]["mean"], b[metric]["std"], c[metric]["mean"], c[metric]["std"],
                                  thresholds)
             note = None
+            spread = reference_spread(metric, b_ok + c_ok)
             if other_hardware and metric_info(metric).kind == "speed" and v != "n/a":
                 v, note = "ungated", "other hardware: " + "; ".join(other_hardware)
+            elif spread and v != "n/a":
+                v, note = "ungated", (f"divided by different measured peaks ({spread[0] / 1e9:,.0f}-"
+                                      f"{spread[1] / 1e9:,.0f} GFLOP/s); speed is gated as train_examples_per_s")
             if metric == _headline(c_ok) and v != "n/a":  # same examples on both sides: the paired test
                 paired = ties.compare(metric, c_ok, b_ok)
                 if paired.basis == "paired bootstrap":

@@ -102,3 +102,19 @@ def metric_info(name: str) -> Metric:
         if name.startswith(prefix):
             return info
     return Metric("", None, "info")
+
+
+# A ratio to a reference measured on the host: MFU is achieved FLOP/s ÷ the GEMM peak measured there. Runs divided
+# by different peaks (re-measured on a fresh machine, or measured another way by an older harness) have MFUs that
+# are not comparable although their speeds are: such MFUs are neither averaged nor gated (train_examples_per_s is).
+REFERENCE_OF = {"train_mfu": "peak_flops_per_s"}
+REFERENCE_TOLERANCE = 0.10  # re-measured on one host the peak moves a few per cent (444-456 GFLOP/s); redefined, 2x
+
+
+def reference_spread(metric: str, records: list[dict]) -> tuple[float, float] | None:
+    """(lowest, highest) reference of `metric` among `records` when they differ by more than the tolerance."""
+    name = REFERENCE_OF.get(metric)
+    values = [float(v) for r in records if (v := (r.get("metrics") or {}).get(name)) is not None] if name else []
+    if len(values) < 2 or max(values) - min(values) <= REFERENCE_TOLERANCE * max(values):
+        return None
+    return min(values), max(values)

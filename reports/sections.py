@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench.errors import UnknownName
-from bench.metrics import metric_info
+from bench.metrics import metric_info, reference_spread
 
 # A parameter count has no declared direction in bench/metrics.py (it is a size, not a goal), but in a
 # comparison of fine-tuning methods fewer trainable parameters is the point, as for `trainable_pct`.
@@ -207,11 +207,14 @@ def _section(key: dict, records: list[dict]) -> Section:
         by_method.setdefault(label, []).append(r)
     columns = ([Column(metric, metric, headline=True)] if metric else []) + \
         [Column(m, label) for m, label in COST_COLUMNS.items()]
-    rows = []
+    rows, unpooled = [], []
     for method, runs in by_method.items():
         row = MethodRow(method, runs)
         for col in columns:
-            row.stats[col.metric] = stat([r["metrics"].get(col.metric, math.nan) for r in row.ok_runs])
+            spread = reference_spread(col.metric, row.ok_runs)  # MFUs divided by different peaks: not averaged
+            row.stats[col.metric] = stat([] if spread else [r["metrics"].get(col.metric, math.nan) for r in row.ok_runs])
+            if spread:
+                unpooled.append(f"{method} ({spread[0] / 1e9:,.0f}-{spread[1] / 1e9:,.0f} GFLOP/s)")
         rows.append(row)
     if metric:  # best first, as a reader scans the table; rows without a score (failed runs) last
         sign = -1 if higher_is_better(metric) is not False else 1
@@ -229,8 +232,14 @@ def _section(key: dict, records: list[dict]) -> Section:
         if versus:  # every method tied with the best is highlighted, not only the raw maximum
             best[metric] = {m for m, c in versus.items() if c.tied}
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best, env=environment(key, records),
-                   note=info.get("note") or (registered.note if registered else ""), ties=versus,
+                   note=" ".join(filter(None, [info.get("note") or (registered.note if registered else ""),
+                                               _unpooled_note(unpooled)])), ties=versus,
                    intervals=intervals)
+
+
+def _unpooled_note(methods: list[str]) -> str:
+    return (f"MFU is left out (–) where a method's runs were divided by different measured peaks: "
+            f"{', '.join(methods)}; their speeds are comparable, their MFUs are not.") if methods else ""
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:

@@ -153,3 +153,13 @@ def test_nothing_comparable_is_exit_2_only_in_a_young_history(three_nights, tmp_
     proc = run_bench("compare", "--db", str(young), "--baseline", str(root / "n2"), "--candidate", "latest",
                      "--methods", "head")
     assert proc.returncode == 2, proc.stderr
+
+
+def test_mfu_divided_by_another_peak_is_ungated_and_speed_still_gated():
+    def run(mfu, peak, ex_per_s=100.0):
+        return record(train_mfu=mfu, peak_flops_per_s=peak, train_examples_per_s=ex_per_s)
+    redefined = compare.compare([run(0.5, 223e9)], [run(0.25, 453e9)], metrics=["speed"]).set_index("metric")
+    assert redefined.verdict["train_mfu"] == "ungated" and "223-453 GFLOP/s" in redefined.note["train_mfu"]
+    assert redefined.verdict["train_examples_per_s"] == "unchanged"
+    slower = compare.compare([run(0.5, 450e9)], [run(0.25, 455e9, 50.0)], metrics=["speed"]).set_index("metric")
+    assert (slower.verdict == "regressed").all()
