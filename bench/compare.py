@@ -17,8 +17,8 @@ is `vanished` (gated). A configuration missing from the candidate is reported, n
 legitimate candidate). Speed is gated only where host, CPU and GPU names match the baseline's: on shared
 or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`). Runs of the same
 name under another configuration (config ids differ: a changed method default, budget, model or data) are
-`reconfigured`, with what changed named, and never gated against each other. MFU is `ungated` where the runs
-were divided by different measured peaks (bench/metrics.py, reference_spread).
+`reconfigured`, with what changed named, and never gated against each other. MFU and achieved FLOP/s are `ungated`
+where the runs' measured peaks or FLOP counts differ by more than 10% (bench/metrics.py, reference_spread).
 """
 from __future__ import annotations
 
@@ -101,8 +101,7 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
             if other_hardware and metric_info(metric).kind == "speed" and v != "n/a":
                 v, note = "ungated", "other hardware: " + "; ".join(other_hardware)
             elif spread and v != "n/a":
-                v, note = "ungated", (f"divided by different measured peaks ({spread[0] / 1e9:,.0f}-"
-                                      f"{spread[1] / 1e9:,.0f} GFLOP/s); speed is gated as train_examples_per_s")
+                v, note = "ungated", f"not comparable: {spread} among these runs; speed is gated as train_examples_per_s"
             if metric == _headline(c_ok) and v != "n/a":  # same examples on both sides: the paired test
                 paired = ties.compare(metric, c_ok, b_ok)
                 if paired.basis == "paired bootstrap":

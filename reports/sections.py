@@ -211,10 +211,10 @@ def _section(key: dict, records: list[dict]) -> Section:
     for method, runs in by_method.items():
         row = MethodRow(method, runs)
         for col in columns:
-            spread = reference_spread(col.metric, row.ok_runs)  # MFUs divided by different peaks: not averaged
+            spread = reference_spread(col.metric, row.ok_runs)  # e.g. MFUs divided by different peaks: not averaged
             row.stats[col.metric] = stat([] if spread else [r["metrics"].get(col.metric, math.nan) for r in row.ok_runs])
             if spread:
-                unpooled.append(f"{method} ({spread[0] / 1e9:,.0f}-{spread[1] / 1e9:,.0f} GFLOP/s)")
+                unpooled.append(f"{col.label} of {method} ({spread})")
         rows.append(row)
     if metric:  # best first, as a reader scans the table; rows without a score (failed runs) last
         sign = -1 if higher_is_better(metric) is not False else 1
@@ -238,8 +238,8 @@ def _section(key: dict, records: list[dict]) -> Section:
 
 
 def _unpooled_note(methods: list[str]) -> str:
-    return (f"MFU is left out (–) where a method's runs were divided by different measured peaks: "
-            f"{', '.join(methods)}; their speeds are comparable, their MFUs are not.") if methods else ""
+    return (f"Left out (–) where a method's runs rest on measured peaks or FLOP counts more than 10% apart (a "
+            f"reference re-measured or redefined, not a change in speed): {'; '.join(methods)}.") if methods else ""
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:

@@ -159,7 +159,10 @@ def test_mfu_divided_by_another_peak_is_ungated_and_speed_still_gated():
     def run(mfu, peak, ex_per_s=100.0):
         return record(train_mfu=mfu, peak_flops_per_s=peak, train_examples_per_s=ex_per_s)
     redefined = compare.compare([run(0.5, 223e9)], [run(0.25, 453e9)], metrics=["speed"]).set_index("metric")
-    assert redefined.verdict["train_mfu"] == "ungated" and "223-453 GFLOP/s" in redefined.note["train_mfu"]
+    assert redefined.verdict["train_mfu"] == "ungated" and "peak_flops_per_s 223-453 GFLOP/s" in redefined.note["train_mfu"]
     assert redefined.verdict["train_examples_per_s"] == "unchanged"
     slower = compare.compare([run(0.5, 450e9)], [run(0.25, 455e9, 50.0)], metrics=["speed"]).set_index("metric")
     assert (slower.verdict == "regressed").all()
+    recounted = compare.compare([record(train_flops_per_s=3e11, train_flops_per_example=2535e6)],
+                                [record(train_flops_per_s=1.5e11, train_flops_per_example=1250e6)], metrics=["speed"])
+    assert list(recounted.verdict) == ["ungated"] and "1,250-2,535 MFLOP" in recounted.note.iloc[0]

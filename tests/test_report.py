@@ -280,15 +280,19 @@ def test_a_history_database_adds_a_plot_over_past_invocations(tmp_path):
     assert "history" not in dict(_images(render_html(latest, [], history_db=single)))
 
 
-def test_mfus_divided_by_different_peaks_are_not_averaged():
-    """A method whose seeds were divided by peaks 2x apart (a peak re-defined between harness versions) shows no
-    MFU, and the note says why; seeds within the peak's measurement noise are averaged."""
-    recs = [record("lora", seed=0, train_mfu=0.5, peak_flops_per_s=223e9),
-            record("lora", seed=1, train_mfu=0.25, peak_flops_per_s=453e9),
-            record("head", seed=0, train_mfu=0.30, peak_flops_per_s=444e9),
-            record("head", seed=1, train_mfu=0.32, peak_flops_per_s=456e9)]
+def test_mfus_resting_on_different_peaks_or_flop_counts_are_not_averaged():
+    """A method whose seeds were divided by peaks 2x apart (a peak measured another way by an older harness), or
+    counted 2x apart (BOFT before its per-step FLOPs were split off), shows no MFU, and the note says why; seeds
+    within the measurement noise are averaged."""
+    recs = [record("lora", seed=0, train_mfu=0.5, peak_flops_per_s=223e9, train_flops_per_example=6e8),
+            record("lora", seed=1, train_mfu=0.25, peak_flops_per_s=453e9, train_flops_per_example=6e8),
+            record("boft", seed=0, train_mfu=0.72, peak_flops_per_s=444e9, train_flops_per_example=2535e6),
+            record("boft", seed=1, train_mfu=0.31, peak_flops_per_s=456e9, train_flops_per_example=1253e6),
+            record("head", seed=0, train_mfu=0.30, peak_flops_per_s=444e9, train_flops_per_example=600e6),
+            record("head", seed=1, train_mfu=0.32, peak_flops_per_s=456e9, train_flops_per_example=620e6)]
     section = build_sections(recs)[0]
     mfu = {row.method: row.stats["train_mfu"] for row in section.rows}
-    assert mfu["lora"].n == 0 and mfu["head"].n == 2 and mfu["head"].mean == pytest.approx(0.31)
-    assert "lora (223-453 GFLOP/s)" in section.note and "head" not in section.note
-    assert "different measured peaks" in markdown_report([section], "t")
+    assert mfu["lora"].n == mfu["boft"].n == 0 and mfu["head"].n == 2 and mfu["head"].mean == pytest.approx(0.31)
+    assert "MFU of lora (peak_flops_per_s 223-453 GFLOP/s)" in section.note
+    assert "MFU of boft (train_flops_per_example 1,253-2,535 MFLOP)" in section.note and "head" not in section.note
+    assert "FLOP counts more than 10% apart" in markdown_report([section], "t")
