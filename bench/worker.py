@@ -28,7 +28,7 @@ from bench.predictions import save as save_predictions
 from bench.flops import device_peak
 from bench.measure import ForwardTimer, PeakMemory, current_rss_mb, percentile, time_call_ms
 from bench.precision import autocast, check as check_precision, set_tf32
-from bench.runner import now, partial_path
+from bench.runner import INFERENCE_MALLOPT, now, partial_path, tune_allocator
 from bench.train import train
 from methods import SkipRun, build
 from methods.base import RunContext, count_params, head_names
@@ -149,6 +149,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     record["info"].update(extra.get("info", {}))
     phase("train")
 
+    tune_allocator(INFERENCE_MALLOPT)  # glibc's steady state, or evaluation's freed memory stays in the peak
     peak.reset()  # the inference window: evaluation and latency
     amp = contextlib.ExitStack()  # evaluation and latency run under the training precision's autocast
     amp.enter_context(autocast(device, precision))
@@ -329,7 +330,6 @@ def main(argv: list[str]) -> int:
     gc.freeze()
     spec = json.loads(Path(argv[0]).read_text())
     if os.environ.get("BENCH_TUNE_ALLOCATOR"):  # a worker started by Ray: the allocator setting local runs get
-        from bench.runner import tune_allocator
         os.environ["BENCH_ALLOCATOR"] = tune_allocator() or "glibc default"
     if os.environ.get("BENCH_TORCH_THREADS"):  # the run's CPU reservation (parallel or Ray runs)
         torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))

@@ -66,13 +66,39 @@ def test_a_forked_worker_maps_the_library_pages_its_parent_had_mapped():
     assert child >= 0.9 * parent, (child, parent)
 
 
-def test_workers_keep_freed_memory_for_reuse():
+def _freed_block_kept_mb(queue) -> None:
+    """In a fresh process: RSS that a freed 96 MB block leaves behind under the training setting, then under the
+    inference window's."""
+    import ctypes
+    from bench.measure import current_rss_mb, release_freed_memory
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 96 * 2**20
+
+    def kept_after_use() -> float:
+        before = current_rss_mb()
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)  # touch every page
+        libc.free(block)
+        return current_rss_mb() - before
+
+    settings = [runner.tune_allocator(runner.MALLOPT), kept_after_use()]
+    settings.append(runner.tune_allocator(runner.INFERENCE_MALLOPT))
+    release_freed_memory()  # as the worker does when a window opens
+    queue.put(settings + [kept_after_use()])
+
+
+def test_workers_keep_freed_memory_for_reuse_in_training_and_hand_it_back_for_inference():
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=lambda: queue.put(runner.tune_allocator()))
+    proc = ctx.Process(target=_freed_block_kept_mb, args=(queue,))
     proc.start()
-    assert queue.get(timeout=60) == runner.ALLOCATOR
+    training, kept_training, inference, kept_after = queue.get(timeout=60)
     proc.join()
+    assert training == inference == runner.ALLOCATOR
+    assert kept_training > 90  # training: the heap keeps it, no page faults when the next batch needs it
+    assert abs(kept_after) < 10  # inference window: handed back when freed, RSS is what is live
 
 
 def test_a_forked_run_gets_the_runners_environment_of_now_not_the_servers(monkeypatch):
