@@ -46,8 +46,8 @@ MALLOPT = {-4: 0, -1: 2**31 - 1}  # M_MMAP_MAX, M_TRIM_THRESHOLD
 # The inference window gets glibc's own steady state back (the worker switches before the window opens): a process
 # that has freed a block of 32 MB or more, as every torch run has, serves smaller blocks from the heap, maps larger
 # ones and trims the heap's top beyond 64 MB. Kept as in training, the heap held what evaluation freed, and the
-# inference peaks read 10-33% above a default process's (CoNLL-2003, MB: LoRA 1,402 vs 1,177, int8-LoRA 1,929 vs
-# 1,453; CIFAR-10 LoRA 2,075 vs 1,886); the heap still serves vision's activations, so no page-fault storm.
+# inference peaks read 9-33% above (CoNLL-2003, MB: LoRA 1,379 vs 1,207, int8-LoRA 1,929 vs 1,453 = glibc's
+# default). Text evaluation runs as fast; vision's tensors over 32 MB are faulted in again, as in a default process.
 INFERENCE_MALLOPT = {-4: 65536, -3: 32 * 2**20, -1: 64 * 2**20}  # M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 ALLOCATOR = ("glibc malloc: mmap off, trim threshold 2 GiB; inference window: glibc's steady state "
              "(mmap from 32 MB, trim threshold 64 MB)")
