@@ -34,9 +34,8 @@ def run_bench(*args, env=None, check=False, fresh_process=False) -> subprocess.C
     imported torch, transformers and peft once (~4 s saved per call; each run still gets a fresh process, with
     this call's environment). `fresh_process=True` runs `python -m bench` in a subprocess, as a user would: for
     what one process cannot share (Ray, another worker start method)."""
-    full_env = {**os.environ, **(env or {})}
     if fresh_process:
-        proc = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=full_env,
+        proc = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env={**os.environ, **(env or {})},
                               capture_output=True, text=True, timeout=900)
     else:
         proc = _run_in_process(list(args), env or {})
