@@ -24,7 +24,9 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m bench run --suite $(SUITE) --budget $(BUDGET)
 
+# The layer contract first (pyproject.toml, [tool.importlinter]): a wrong-way import fails the tests.
 test: install
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest
 
 # The harness's own overhead (benchmarks/, not part of `make test`): training loop vs a bare loop, run start-up,

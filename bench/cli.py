@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import resolve
-from bench.errors import StorageFull, UnknownName
+from bench.core import resolve
+from bench.core.errors import StorageFull, UnknownName
 
 DEFAULT_OUT = Path("runs")
 
@@ -90,8 +90,8 @@ def _common(args):
 
 def _output(args, kind: str):
     """(results folder, the newest earlier record of each run in it, invocation id)."""
-    from bench.runner import new_invocation_id
-    from bench.store import ResultStore, latest_folder, latest_runs
+    from bench.execute.runner import new_invocation_id
+    from bench.results.store import ResultStore, latest_folder, latest_runs
     out = args.out
     if out is None and args.resume:
         out = latest_folder(DEFAULT_OUT, args.suite, tuning=kind.startswith("tune-"))
@@ -118,9 +118,9 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
              tuning: bool = False) -> tuple[int, list[dict]]:
     """Run what is left of a grid into `out`, store and summarise it; (exit code, the folder's newest records).
     Tuning grids stay out of the history and the reports: their dev scores are not results."""
-    from bench import predictions
-    from bench.runner import plan, run_grid, warm_up
-    from bench.store import ResultStore, latest_runs
+    from bench.execute.runner import plan, run_grid, warm_up
+    from bench.results import predictions
+    from bench.results.store import ResultStore, latest_runs
     from reports.tables import format_summary, summary, write_tables
     specs = plan(runs, args.seeds, invocation)
     for spec in specs:
@@ -149,7 +149,7 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
           f"{', '.join(method_names)} x seeds {','.join(map(str, args.seeds))}), budget {args.budget}, results in "
           f"{out}" + (f"; {_skip_line(skipped, mode)}; {len(todo)} to run" if skipped else ""), file=sys.stderr)
     t0 = time.perf_counter()
-    from bench import history
+    from bench.results import history
     db = None if tuning else args.db or history.default_path(out)
     outcome = run_grid(todo, out, verbose=args.verbose, describe=describe, history_db=db, timeout=args.timeout,
                        executor=executor)
@@ -166,7 +166,7 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
             print(f"bench: the report could not be written ({type(e).__name__}: {e}); the results are safe in "
                   f"{out}; retry with `python -m bench report {out}`", file=sys.stderr)
     planned = {(s["config_id"], s["seed"]) for s in specs}
-    from bench.identity import run_key
+    from bench.results.identity import run_key
     if not tuning:
         print(format_summary(summary([r for r in all_records if run_key(r) in planned], metric_of)))
     print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}"
@@ -187,8 +187,8 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
 
 def cmd_tune(args) -> int:
     """Every method: the same log-spaced grid of rates, the same budget and seeds, scored on the dev split;
-    the best mean dev score per method goes to suites/tuned/<task>.<budget>.yaml (bench/tuning.py)."""
-    from bench import tuning
+    the best mean dev score per method goes to suites/tuned/<task>.<budget>.yaml (bench/judge/tuning.py)."""
+    from bench.judge import tuning
     tasks, method_specs, _, executor = _common(args)
     if args.points < 2 or args.span <= 1:
         raise UnknownName(f"bad grid: --points {args.points} --span {args.span:g} (expected >= 2 points, span > 1)")
@@ -249,11 +249,11 @@ def make_executor(args):
         if args.parallel > 1 and args.device != "cpu":
             import torch
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        from bench.runner import LocalExecutor
+        from bench.execute.runner import LocalExecutor
         return LocalExecutor(args.parallel, gpus)
     if args.parallel != 1:
         raise UnknownName("--parallel is for --executor local; with ray use --cpus-per-run/--gpus-per-run")
-    from bench.ray_executor import RayExecutor
+    from bench.execute.ray_executor import RayExecutor
     return RayExecutor(args.address, args.cpus_per_run, args.gpus_per_run)
 
 
@@ -265,8 +265,8 @@ def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: P
     rate the task itself needs (the smoke tasks' random models), else the method file's."""
     import dataclasses
 
-    from bench import tuning
-    from bench.identity import config_id, run_config
+    from bench.judge import tuning
+    from bench.results.identity import config_id, run_config
     tuned = tuning.tuned_lr(task.name, args.budget, method) if score_on == "eval" else None
     if method.label in lrs or method.name in lrs or "*" in lrs:
         lr, source = lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
@@ -278,10 +278,10 @@ def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: P
         lr, source = task.lr_overrides[method.name], "task"
     else:
         lr, source = method.lr, "default"
-    from bench import precision
+    from bench.meters import precision
     prec, tf32 = getattr(args, "precision", "fp32"), getattr(args, "tf32", "off")
     precision.check(prec, tf32)
-    from bench import cpu_matmul
+    from bench.meters import cpu_matmul
     matmul = getattr(args, "cpu_matmul", "default")
     cpu_matmul.check(matmul)
     config = run_config(task, method, lr, args.budget, args.model, model_dir, data_dir, args.device, score_on,
@@ -304,7 +304,7 @@ def select_runs(specs: list[dict], earlier: list[dict], mode: str) -> tuple[list
 
     resume (the default): all but those with an `ok` record; rerun: all; rerun-failed: only those whose
     newest record is `failed` or `interrupted`. Returns (to run, {reason: count} of those not run)."""
-    from bench.identity import run_key
+    from bench.results.identity import run_key
     newest = {run_key(r): r for r in earlier}
     todo, skipped = [], {}
     for spec in specs:
@@ -351,7 +351,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_history(args) -> int:
-    from bench import history
+    from bench.judge import trends
+    from bench.results import history
     db = args.db or history.default_path()
     if args.import_folders:
         for folder in args.import_folders:
@@ -361,7 +362,7 @@ def cmd_history(args) -> int:
     if metric is None:  # each task's headline metric
         from suites import SUITES
         metric = sorted({t.metric for suite, ts in SUITES.items() if args.suite in (None, suite) for t in ts})
-    frame = history.trends(db, suite=args.suite, task=args.task, method=args.method, metric=metric)
+    frame = trends.trends(db, suite=args.suite, task=args.task, method=args.method, metric=metric)
     if frame.empty:
         print(f"no runs in {db} match these filters")
         return 0
@@ -374,7 +375,8 @@ def cmd_history(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench import compare, history
+    from bench.judge import compare
+    from bench.results import history
     db = args.db or history.default_path()
     thresholds = compare.parse_thresholds(args.threshold, k=args.k)
     candidate = compare.resolve(args.candidate, db, suite=args.suite)
@@ -400,10 +402,11 @@ def cmd_compare(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from bench import history, recommend as rec
-    from bench.units import name_value, parse_number, parse_percent, parse_size_mb
+    from bench.core.units import name_value, parse_number, parse_percent, parse_size_mb
+    from bench.judge import recommend as rec
+    from bench.results import history
     if args.results:
-        from bench.store import ResultStore
+        from bench.results.store import ResultStore
         records = [r for folder in args.results for r in ResultStore(folder).records()]
         if not records:
             raise UnknownName(f"no results in {', '.join(map(str, args.results))}")

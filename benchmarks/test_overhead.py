@@ -33,7 +33,7 @@ def tiny_model_and_batches():
 
 
 def bare_loop(model, batches, lr: float) -> None:
-    """What a user would write: the same optimizer settings as bench/train.py (fused AdamW, weight decay 0.01,
+    """What a user would write: the same optimizer settings as bench/execute/train.py (fused AdamW, weight decay 0.01,
     6% linear warm-up then decay, clipping at 1.0), reading the loss each step."""
     from transformers import get_linear_schedule_with_warmup
     params = [p for p in model.parameters() if p.requires_grad]
@@ -51,7 +51,7 @@ def bare_loop(model, batches, lr: float) -> None:
 
 
 def harness_loop(model, batches, lr: float) -> None:
-    from bench.train import train
+    from bench.execute.train import train
     from methods import METHODS, build
     from suites.smoke import SENTIMENT
     train(model, iter(batches), task=SENTIMENT, method=build(METHODS["full"]), total_steps=len(batches), lr=lr,
@@ -59,7 +59,7 @@ def harness_loop(model, batches, lr: float) -> None:
 
 
 def test_training_loop_overhead(benchmark):
-    """bench/train.py train() vs a bare loop on the same model and batches; each round times the bare loop (in
+    """bench/execute/train.py train() vs a bare loop on the same model and batches; each round times the bare loop (in
     the untimed setup) right before the harness, both on a fresh copy of the same initial weights."""
     model, batches = tiny_model_and_batches()
     bare_times = []
@@ -129,7 +129,7 @@ def sst2_setup(method_name: str):
 
 
 def harness_examples_per_s(method_name: str) -> float:
-    from bench.train import train
+    from bench.execute.train import train
     task, budget, method, model, tokenizer, examples, steps = sst2_setup(method_name)
     t0 = time.perf_counter()
     train(model, task.train_batches(examples, tokenizer, budget, 0), task=task, method=method, total_steps=steps,

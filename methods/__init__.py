@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bench.errors import SkipRun, UnknownName
+from bench.core.errors import SkipRun, UnknownName
 from methods import spec as specs
 from methods.spec import MethodSpec
 

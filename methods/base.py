@@ -1,7 +1,7 @@
 """What a fine-tuning method does at run time: it decides which weights train and how the model is wrapped.
 
 A method is declared in a file (methods/spec.py, methods/zoo/); its `kind` picks the behaviour here or in
-methods/<kind>.py. The shared loop (bench/train.py) calls, in order: `load_kwargs` (before loading, e.g. int8
+methods/<kind>.py. The shared loop (bench/execute/train.py) calls, in order: `load_kwargs` (before loading, e.g. int8
 loading), `apply` (freeze/wrap), `forward` (each training step), `on_step` (after every optimiser step),
 `finish` (checks and extra figures), `save` (what the method must store; its tensor bytes are recorded).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import SkipRun  # noqa: F401  (re-exported: methods raise it)
+from bench.core.errors import SkipRun  # noqa: F401  (re-exported: methods raise it)
 from methods.spec import MethodSpec
 
 

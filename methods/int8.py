@@ -11,7 +11,7 @@ model with nothing to quantise is skipped, never silently run in float32.
 """
 from __future__ import annotations
 
-from bench.errors import SkipRun
+from bench.core.errors import SkipRun
 from methods import int8_weights
 
 MB = 1024 * 1024

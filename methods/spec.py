@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 
 KINDS = ("full", "head", "bitfit", "peft")
 FAMILIES = ("transformer", "cnn")

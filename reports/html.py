@@ -12,9 +12,9 @@ from pathlib import Path
 
 import jinja2
 
-from bench.errors import UnknownName
-from bench.files import write_text
-from bench.store import RESULTS_FILE, ResultStore, latest_runs
+from bench.core.errors import UnknownName
+from bench.core.files import write_text
+from bench.results.store import RESULTS_FILE, ResultStore, latest_runs
 from reports.markdown import markdown_report
 from reports.plots import history_plot, method_colors, section_plots
 from reports.sections import build_sections, fmt_number
@@ -54,8 +54,8 @@ def _data_uri(svg: str) -> str:
 
 def _trend(history_db: Path, section):
     """This section's configuration (same suite, task, budget, model, device) in the history database."""
-    from bench import history
-    trend = history.trends(history_db, suite=section.suite, task=section.task, metric=section.metric)
+    from bench.judge import trends
+    trend = trends.trends(history_db, suite=section.suite, task=section.task, metric=section.metric)
     same = (trend.budget == section.budget) & (trend.model == section.model) & (trend.device == section.device)
     return trend[same]
 

@@ -12,8 +12,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.metrics import metric_info
-from reports.pareto import frontier
+from bench.core.metrics import metric_info
+from bench.judge.pareto import frontier
 from reports.sections import Section, higher_is_better
 
 STYLE = {

@@ -5,15 +5,13 @@ conditions never share a mean, a table or a plot. The HTML and Markdown reports 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from dataclasses import dataclass, field
 
-from bench.errors import UnknownName
-from bench.metrics import metric_info, reference_spread
+from bench.core.metrics import headline_metric, metric_info, recorded_task_info, reference_spread
 
-# A parameter count has no declared direction in bench/metrics.py (it is a size, not a goal), but in a
+# A parameter count has no declared direction in bench/core/metrics.py (it is a size, not a goal), but in a
 # comparison of fine-tuning methods fewer trainable parameters is the point, as for `trainable_pct`.
 DIRECTION_OF = {"trainable_params": "trainable_pct"}
 
@@ -119,7 +117,7 @@ class Section:
     env: list[tuple[str, str]]
     plots: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, caption, image), filled by a renderer
     note: str = ""  # the task's caveat, from the suite registry
-    # Headline metric: each method against the best (bench/ties.py) and its 95% interval over examples.
+    # Headline metric: each method against the best (bench/judge/ties.py) and its 95% interval over examples.
     ties: dict = field(default_factory=dict)
     intervals: dict = field(default_factory=dict)
 
@@ -156,33 +154,7 @@ class Section:
         return out
 
 
-def registered_task(suite: str, task: str):
-    """The task as the suite registry defines it now; None for a task no longer registered."""
-    try:
-        from suites import get_task
-        return get_task(suite, task)
-    except UnknownName:
-        return None
 
-
-def recorded_task_info(records: list[dict]) -> dict:
-    """The headline metric and caveat the runs recorded (records from before they did: empty)."""
-    return next((r["info"]["task"] for r in reversed(records) if (r.get("info") or {}).get("task")), {})
-
-
-def headline_metric(suite: str, task: str, records: list[dict]) -> str | None:
-    """The metric the runs recorded as their headline; for older records the task's registered metric, else the
-    first quality metric recorded."""
-    if recorded_task_info(records).get("metric"):
-        return recorded_task_info(records)["metric"]
-    if (registered := registered_task(suite, task)) is not None:
-        return registered.metric
-    for r in records:
-        for name in r.get("metrics", {}):
-            info = metric_info(name)
-            if info.kind == "task" and info.higher_is_better:
-                return name
-    return None
 
 
 def build_sections(records: list[dict]) -> list[Section]:
@@ -194,8 +166,7 @@ def build_sections(records: list[dict]) -> list[Section]:
 
 def _section(key: dict, records: list[dict]) -> Section:
     info = recorded_task_info(records)
-    registered = registered_task(key["suite"], key["task"]) if not info else None
-    metric = headline_metric(key["suite"], key["task"], records)
+    metric = headline_metric(records)
     by_method: dict[str, list[dict]] = {}
     configs: dict[str, set] = {}
     for r in records:
@@ -225,14 +196,14 @@ def _section(key: dict, records: list[dict]) -> Section:
     best = best_methods(rows, columns)
     versus, intervals = {}, {}
     if metric:
-        from bench import ties
+        from bench.judge import ties
         runs = {row.method: row.ok_runs for row in rows if row.ok_runs}
         _, versus = ties.versus_best(metric, runs)
         intervals = {m: ties.method_interval(metric, rs) for m, rs in runs.items()}
         if versus:  # every method tied with the best is highlighted, not only the raw maximum
             best[metric] = {m for m, c in versus.items() if c.tied}
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best, env=environment(key, records),
-                   note=" ".join(filter(None, [info.get("note") or (registered.note if registered else ""),
+                   note=" ".join(filter(None, [info.get("note"),
                                                _unpooled_note(unpooled)])), ties=versus,
                    intervals=intervals)
 
@@ -303,11 +274,7 @@ def _budget_definition(key: dict, records: list[dict]) -> str:
     recorded = next((r["config"]["budget"] for r in reversed(records) if (r.get("config") or {}).get("budget")), None)
     if recorded:
         return " (" + ", ".join(f"{k}={v}" for k, v in recorded.items() if k != "name") + ")"
-    task = registered_task(key["suite"], key["task"])
-    if task is None or key["budget"] not in task.budgets:
-        return ""
-    fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(task.budgets[key["budget"]]).items())
-    return f" (as defined now: {fields})"
+    return ""
 
 
 # --- number formatting shared by the HTML and Markdown reports -----------------------------------------

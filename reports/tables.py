@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.files import replaced_atomically
-from bench.metrics import metric_info
+from bench.core.files import replaced_atomically
+from bench.core.metrics import chance_level, metric_info, near_chance
 
 ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "config_id", "run_id", "invocation",
               "started_at", "finished_at", "error"]
@@ -24,22 +24,6 @@ SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "wall s": "wall_time_s",
 }
 OPTIONAL_COLUMNS = ["GPU MB"]
-# A run whose accuracy is within this many points of always guessing the commonest class learned
-# (next to) nothing: its other figures describe a failed fine-tune, not the method.
-NEAR_CHANCE_POINTS = 0.03
-
-
-def chance_level(metric: str, majority_rate: float = float("nan")) -> float:
-    """What a model that learned nothing scores: the majority-class rate for accuracy; 0 for entity F1 (a
-    constant `O` tagger finds no entity); NaN for metrics without a known floor."""
-    return majority_rate if metric == "accuracy" else 0.0 if metric.endswith("f1") else float("nan")
-
-
-def near_chance(value: float, chance: float) -> bool:
-    """Within NEAR_CHANCE_POINTS of the chance level (see chance_level)."""
-    return bool(pd.notna(value) and pd.notna(chance) and value <= chance + NEAR_CHANCE_POINTS)
-
-
 def long_table(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:

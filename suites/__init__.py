@@ -1,7 +1,7 @@
 """The suite registry: suite name -> its tasks. Add a task by adding its module to a list below."""
 from __future__ import annotations
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 from suites import cifar10, conll2003, imagenette, smoke, smoke_ner, smoke_vision, sst2
 from suites.base import Budget, Task
 

@@ -1,6 +1,6 @@
 """What every task provides to the shared runner: data, model, batching and its metric.
 
-A task never decides what trains (that is the method's job) and never runs the loop (bench/train.py).
+A task never decides what trains (that is the method's job) and never runs the loop (bench/execute/train.py).
 """
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench import identity, resolve
-from bench.errors import DataError, SkipRun, UnknownName
+from bench.core import resolve
+from bench.core.errors import DataError, SkipRun, UnknownName
+from bench.results import identity
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,13 @@ class Task:
 
     def train_mode(self, model: torch.nn.Module) -> None:
         model.train()
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The task's own loss, comparable across methods (a method's output may add terms, e.g. AdaLoRA's
+        penalty): cross-entropy for sequence ([B, C] vs [B]) and token ([B, T, C] vs [B, T]) classification."""
+        import torch.nn.functional as F
+        return F.cross_entropy(token_logits(logits, labels).reshape(-1, logits.shape[-1]).float(),
+                               labels.reshape(-1), ignore_index=-100)
 
     def after_method(self, model: torch.nn.Module) -> None:
         """Called right after the method wrapped the model: fix-ups the task's architecture needs."""

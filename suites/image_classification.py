@@ -104,11 +104,11 @@ class ImageClassificationTask(Task):
         return model, ImagePreprocessing.from_pretrained(path)
 
     def encode(self, ds, prep: ImagePreprocessing, budget: Budget, train: bool) -> list[dict]:
-        """Decode every image once (or read them from the on-disk cache, bench/cache.py); training images keep a
+        """Decode every image once (or read them from the on-disk cache, bench/core/cache.py); training images keep a
         margin for the random crop. The examples' pixels are views of one [N, 3, S, S] uint8 tensor."""
         import torch
 
-        from bench.cache import cached
+        from bench.core.cache import cached
 
         def build() -> dict:
             t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import SkipRun
+from bench.core.errors import SkipRun
 from suites.base import Budget
 from suites.image_classification import ImageClassificationTask
 

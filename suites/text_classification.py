@@ -20,7 +20,7 @@ class TextClassificationTask(Task):
         return model, AutoTokenizer.from_pretrained(path)
 
     def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:
-        from bench.cache import cached
+        from bench.core.cache import cached
 
         def build() -> list[dict]:
             enc = tokenizer(list(ds[self.text_column]), truncation=True, max_length=budget.max_length)

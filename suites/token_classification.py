@@ -88,7 +88,7 @@ class TokenClassificationTask(Task):
         return model, tokenizer
 
     def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:
-        from bench.cache import cached
+        from bench.core.cache import cached
         max_length = budget.max_length if train else self.eval_max_length
         params = {"encode": "words-v1", "columns": [self.tokens_column, self.tags_column], "max_length": max_length}
         return cached(ds, tokenizer, params, lambda: encode_words(tokenizer, list(ds[self.tokens_column]),

@@ -1,8 +1,8 @@
-"""The on-disk cache of encoded data (bench/cache.py): a repeated encode reads what the first one stored, and
+"""The on-disk cache of encoded data (bench/core/cache.py): a repeated encode reads what the first one stored, and
 anything that changes the encoding (data, selection, tokenizer, length, train/eval) is a different entry."""
 import pytest
 
-from bench import cache
+from bench.core import cache
 from suites.base import Budget
 
 

@@ -3,8 +3,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import run_bench, smoke_table
+
 from methods import METHODS as REGISTERED
 
 METHODS = list(REGISTERED)

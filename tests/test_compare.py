@@ -2,11 +2,11 @@
 import math
 
 import pytest
-
-from bench import compare
-from bench.errors import UnknownName
 from conftest import run_bench
 from test_history import record
+
+from bench.core.errors import UnknownName
+from bench.judge import compare
 
 
 @pytest.mark.parametrize("metric, base, base_std, cand, cand_std, expected", [
@@ -147,8 +147,8 @@ def test_nothing_comparable_is_exit_2_only_in_a_young_history(three_nights, tmp_
     assert proc.returncode == 1 and "the history holds 3 invocations" in proc.stderr, proc.stderr
     # A history with one night: nothing to compare yet (exit 2), as on a first nightly run.
     young = tmp_path / "young.db"
-    from bench import history
-    from bench.store import ResultStore
+    from bench.results import history
+    from bench.results.store import ResultStore
     history.record_runs(young, ResultStore(root / "n1").records())
     proc = run_bench("compare", "--db", str(young), "--baseline", str(root / "n2"), "--candidate", "latest",
                      "--methods", "head")

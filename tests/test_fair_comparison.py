@@ -3,10 +3,12 @@ import json
 
 import numpy as np
 import pytest
-
-from bench import predictions, recommend as rec, stats, ties, tuning
 from conftest import run_bench
 from test_history import record
+
+from bench.judge import recommend as rec
+from bench.judge import stats, ties, tuning
+from bench.results import predictions
 
 
 def saved_run(folder, method, correct, seed=0, **metrics):
@@ -111,7 +113,7 @@ def test_tuning_never_opens_the_evaluation_split(tmp_path, data_dir):
 
 
 def test_compare_calls_a_change_inside_the_paired_interval_a_tie(tmp_path):
-    from bench import compare
+    from bench.judge import compare
     rng = np.random.default_rng(2)
     base = (rng.random(872) < 0.85).astype(int)
     worse = base.copy()

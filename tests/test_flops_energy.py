@@ -1,16 +1,15 @@
 """MFU's FLOP count against a hand computation, the peak cache, the training hook, precision names and RAPL."""
-from types import SimpleNamespace
-
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from bench import cpu_matmul, energy, flops
-from bench.errors import UnknownName
-from bench.precision import check
-from bench.train import train
+from bench.core.errors import UnknownName
+from bench.execute.train import train
+from bench.meters import cpu_matmul, energy, flops
+from bench.meters.precision import check
 
 M, K, H, N = 5, 8, 16, 4  # batch, inputs, hidden, outputs: Linear(K, H) -> ReLU -> Linear(H, N)
 
@@ -211,13 +210,13 @@ def test_cpu_fp32_peak_is_the_faster_fp32_library_and_bf16_onednn_is_refused(mon
     assert flops._best_cpu_fp32(torch.device("cpu"))["flops_per_s"] == 2e11
     monkeypatch.setattr(flops, "device_peak", lambda *a: {"gemm": fake_probe(False)})
     with pytest.raises(UnknownName, match="onednn computes in bf16 on this CPU"):
-        cpu_matmul.choose("onednn", torch.device("cpu"))
+        flops.choose_cpu_matmul("onednn", torch.device("cpu"))
     before = torch.backends.mkldnn.matmul.fp32_precision
     try:
-        assert cpu_matmul.choose("auto", torch.device("cpu")).startswith("default (chosen")
+        assert flops.choose_cpu_matmul("auto", torch.device("cpu")).startswith("default (chosen")
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = before
-    assert cpu_matmul.choose("auto", torch.device("cuda")) is None
+    assert flops.choose_cpu_matmul("auto", torch.device("cuda")) is None
 
 
 def test_a_cached_cpu_fp32_peak_from_before_the_library_probe_is_measured_again(tmp_path, monkeypatch):
@@ -256,7 +255,7 @@ def test_the_peak_times_f_linear_and_a_cached_peak_of_torch_mm_is_measured_again
 
 
 def test_flop_units_count_the_virtual_tokens_a_prompt_method_prepends():
-    from bench.train import padded_units
+    from bench.execute.train import padded_units
     from methods import get_method
     batch = {"input_ids": torch.zeros(4, 6, dtype=torch.long), "labels": torch.zeros(4)}
     assert padded_units(batch) == 24 and padded_units(batch, 10) == 64
@@ -267,7 +266,7 @@ def test_flop_units_count_the_virtual_tokens_a_prompt_method_prepends():
 
 
 def test_per_step_flops_are_split_from_per_unit_flops_by_two_steps_of_different_sizes():
-    from bench.train import split_flops
+    from bench.execute.train import split_flops
     # BOFT-like: 1,000 FLOPs a step on its weights, whatever the batch, plus 5 per padded token.
     assert split_flops([(10, 1050), (30, 1150)]) == (5, 1000)
     assert split_flops([(10, 50), (10, 50)]) == (5, 0.0)  # same sizes: nothing to separate, all per unit

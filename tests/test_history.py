@@ -9,9 +9,10 @@ import uuid
 
 import pandas as pd
 import pytest
-
-from bench import history
 from conftest import REPO
+
+from bench.judge import trends
+from bench.results import history
 from reports.tables import format_summary, summary
 
 
@@ -40,7 +41,7 @@ def test_round_trip_and_pandas_in_one_call(tmp_path):
 
 
 def test_missing_database_is_a_usage_error(tmp_path):
-    from bench.errors import UnknownName
+    from bench.core.errors import UnknownName
     with pytest.raises(UnknownName, match="no history database"):
         history.records(tmp_path / "nope.db")
     assert not (tmp_path / "nope.db").exists()
@@ -48,7 +49,7 @@ def test_missing_database_is_a_usage_error(tmp_path):
 
 WRITER = """
 import sys, uuid
-from bench import history
+from bench.results import history
 db, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for i in range(n):
     history.record_run(db, {"run_id": f"{tag}-{i}-{uuid.uuid4().hex}", "invocation": tag, "suite": "smoke",
@@ -101,7 +102,7 @@ def test_trends_series_per_invocation_with_regressions_marked(tmp_path):
         history.record_runs(db, [record(invocation=f"night-{day}", finished=f"2026-01-0{day}T00:00:00+00:00",
                                         commit=f"c{day}", seed=s, accuracy=acc + s / 1000, peak_rss_mb=500.0)
                                  for s in range(2)])
-    t = history.trends(db, metric="accuracy")
+    t = trends.trends(db, metric="accuracy")
     assert list(t.invocation) == ["night-1", "night-2", "night-3"]
     assert list(t.n) == [2, 2, 2] and list(t.regressed) == [False, False, True]
     assert t["std"].iloc[0] == pytest.approx(0.000707, abs=1e-5)

@@ -1,7 +1,6 @@
 """Real MiniLM weights on real SST-2 and CoNLL-2003, with the tiny `smoke` budget."""
 import pandas as pd
 import pytest
-
 from conftest import run_bench
 
 pytestmark = pytest.mark.integration

@@ -3,11 +3,11 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import run_bench
 
 import methods
-from bench.errors import UnknownName
-from bench.identity import differences
-from conftest import run_bench
+from bench.core.errors import UnknownName
+from bench.results.identity import differences
 from methods import spec as specs
 
 LORA_FILE = """\

@@ -4,8 +4,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from methods import get_method
-from methods.base import RunContext
-from methods.base import count_params
+from methods.base import RunContext, count_params
 from suites.smoke import SENTIMENT, tiny_bert_dir
 
 

@@ -2,14 +2,14 @@
 accounting, and every method on the smoke NER task through the real CLI."""
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import torch
+from conftest import smoke_table
 from transformers import AutoTokenizer
 
-from conftest import smoke_table
 from methods import METHODS as REGISTERED
-from suites.smoke_ner import TAGS, TASK as SMOKE_NER
+from suites.smoke_ner import TAGS
+from suites.smoke_ner import TASK as SMOKE_NER
 from suites.token_classification import IGNORE, encode_words, entity_scores, words_without_piece
 
 METHODS = list(REGISTERED)
@@ -112,12 +112,12 @@ def test_every_method_runs_on_smoke_ner(smoke_grid):
 def test_an_input_prompt_on_token_classification_is_scored_on_the_inputs_own_positions():
     """Prompt tuning prepends virtual tokens, and peft's token classifier returns their logits first: the loss
     ignores them (labels padded with -100 in front) and predictions drop them."""
+    from transformers import AutoModelForTokenClassification
+
     from methods import get_method
     from methods.base import RunContext
     from suites.base import token_logits
     from suites.smoke import tiny_bert_dir
-    from transformers import AutoModelForTokenClassification
-    from bench.train import task_loss
 
     torch.manual_seed(0)
     SMOKE_NER.label_names = TAGS
@@ -132,6 +132,6 @@ def test_an_input_prompt_on_token_classification_is_scored_on_the_inputs_own_pos
     out = method.forward(model, batch)
     n = method.added_positions
     assert n > 0 and out.logits.shape[:2] == (2, 5 + n)
-    assert torch.allclose(out.loss, task_loss(out.logits, labels))
+    assert torch.allclose(out.loss, SMOKE_NER.loss(out.logits, labels))
     assert torch.equal(token_logits(out.logits, batch["input_ids"]), out.logits[:, n:])
     assert token_logits(out.logits[:, n:], labels).shape[1] == 5  # nothing prepended: unchanged

@@ -8,9 +8,9 @@ import time
 
 import pandas as pd
 import pytest
-
-from bench.store import ResultStore
 from conftest import REPO, run_bench, smoke_table
+
+from bench.results.store import ResultStore
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
 
@@ -28,7 +28,7 @@ def ray_env(tmp_path_factory):
 
 def _workers() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "bench.worker" in line]
+    return [line for line in out.splitlines() if "bench.execute.worker" in line]
 
 
 def test_a_smoke_grid_on_ray_gives_the_rows_local_gives(ray_env, smoke_grid, tmp_path):
@@ -49,10 +49,10 @@ def test_a_smoke_grid_on_ray_gives_the_rows_local_gives(ray_env, smoke_grid, tmp
 
 def test_faults_are_failed_rows_and_gpus_are_handed_out_one_per_run(ray_env, tmp_path):
     """In-process, on an embedded instance with two fake GPUs: a killed run, a crashed Ray worker, a good run."""
-    from bench.cli import build_parser, configure
-    from bench.ray_executor import RayExecutor
-    from bench.runner import plan, run_grid
     import methods
+    from bench.cli import build_parser, configure
+    from bench.execute.ray_executor import RayExecutor
+    from bench.execute.runner import plan, run_grid
     from suites import get_task
     args = build_parser().parse_args(["run", "--suite", "smoke", "--device", "cpu"])
     task = get_task("smoke", "sentiment")
@@ -98,10 +98,10 @@ def test_a_killed_node_is_a_failed_row_and_the_other_run_completes(ray_env, tmp_
 
     from ray.cluster_utils import Cluster
 
-    from bench.cli import build_parser, configure
-    from bench.ray_executor import RayExecutor
-    from bench.runner import plan, run_grid
     import methods
+    from bench.cli import build_parser, configure
+    from bench.execute.ray_executor import RayExecutor
+    from bench.execute.runner import plan, run_grid
     from suites import get_task
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     second = cluster.add_node(num_cpus=1)

@@ -2,12 +2,12 @@
 import json
 
 import pytest
-
-from bench import recommend as rec
-from bench.errors import UnknownName
-from bench.units import format_mb, parse_fraction, parse_number, parse_percent, parse_size_mb
 from conftest import run_bench
 from test_history import record
+
+from bench.core.errors import UnknownName
+from bench.core.units import format_mb, parse_fraction, parse_number, parse_percent, parse_size_mb
+from bench.judge import recommend as rec
 
 
 @pytest.mark.parametrize("text, mb", [("2GB", 2048), ("2 GiB", 2048), ("512MB", 512), ("800", 800),

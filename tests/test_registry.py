@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 from methods import METHODS, get_method
 from methods.base import attention_pair, count_params, family, head_names
 from suites import SUITES, get_suite, get_task
@@ -59,7 +59,7 @@ def test_a_hub_dataset_that_cannot_load_says_how_to_use_a_local_copy(monkeypatch
     """Offline (or a script dataset datasets>=4 refuses): one clear error naming the data dir to pass."""
     import datasets
 
-    from bench import resolve
+    from bench.core import resolve
 
     def refuse(*args, **kwargs):
         assert kwargs == {"revision": "refs/convert/parquet", "data_dir": "conll2003"}  # the task's Hub recipe

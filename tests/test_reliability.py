@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from bench.store import ResultStore
 from conftest import REPO, run_bench
+
+from bench.results.store import ResultStore
 
 SMOKE = ["run", "--suite", "smoke", "--tasks", "sentiment"]
 
@@ -152,7 +152,7 @@ def test_bad_data_reaches_the_failed_row_and_the_console(bad_data, tmp_path):
 
 
 def test_a_model_folder_without_weights_names_the_folder(tmp_path):
-    from bench import resolve
+    from bench.core import resolve
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(resolve.ResolveError, match=f"model folder {tmp_path} has no weights"):
         resolve.model_path(str(tmp_path), None)

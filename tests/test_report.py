@@ -5,12 +5,12 @@ import math
 import re
 
 import pytest
-
-from bench.store import ResultStore
 from conftest import run_bench
+
+from bench.judge.pareto import frontier, pareto_mask
+from bench.results.store import ResultStore
 from reports.html import load_records, render_html, write_report
 from reports.markdown import markdown_report
-from reports.pareto import frontier, pareto_mask
 from reports.sections import build_sections, fmt_stat
 
 # --- Pareto -------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_load_records_reads_each_run_once_and_rejects_a_folder_without_results(t
         store.append(r)
     loaded, folders = load_records([tmp_path / "a", tmp_path / "a" / "results.jsonl"])
     assert len(loaded) == len(records) and folders == [tmp_path / "a"] * 2
-    from bench.errors import UnknownName
+    from bench.core.errors import UnknownName
     with pytest.raises(UnknownName, match="no results in .*nowhere"):
         load_records([tmp_path / "nowhere"])
 
@@ -251,7 +251,7 @@ def test_a_report_that_cannot_be_written_keeps_the_results_and_fails_the_run(tmp
 
 
 def test_a_history_database_adds_a_plot_over_past_invocations(tmp_path):
-    from bench import history
+    from bench.results import history
     db = tmp_path / "history.db"
 
     def night(invocation, day, accuracy, methods=("head", "lora")):

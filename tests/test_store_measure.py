@@ -1,5 +1,4 @@
 import errno
-import json
 import multiprocessing as mp
 import os
 import time
@@ -9,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.measure import ForwardTimer, PeakMemory, WindowTimer, current_rss_mb, percentile
-from bench.errors import StorageFull
-from bench.files import replaced_atomically, write_text
-from bench.identity import config_id, run_config
-from bench.store import ResultStore, latest_runs
-from bench.train import fetch_timed
+from bench.core.errors import StorageFull
+from bench.core.files import replaced_atomically, write_text
+from bench.execute.train import fetch_timed
+from bench.meters.windows import ForwardTimer, PeakMemory, WindowTimer, current_rss_mb, percentile
+from bench.results.identity import config_id, run_config
+from bench.results.store import ResultStore, latest_runs
 from reports.tables import long_table, summary, wide_table, write_tables
 
 

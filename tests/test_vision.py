@@ -4,18 +4,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import smoke_table
 from PIL import Image
 from transformers import MobileNetV1Config, MobileNetV1ForImageClassification
 
-from bench.train import train
-from conftest import run_bench, smoke_table
+from bench.execute.train import train
 from methods import METHODS as REGISTERED
 from methods import SkipRun, get_method
-from methods.base import RunContext
-from methods.base import head_names
+from methods.base import RunContext, head_names
 from methods.int8_weights import Int8Conv2d, int8_layers, quantize_frozen_weights, quantize_per_channel
 from suites import get_suite, get_task
 from suites.base import Budget

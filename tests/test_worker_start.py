@@ -1,17 +1,17 @@
-"""How workers start (bench/runner.py): forked from a pre-imported server by default, with a cold process's
+"""How workers start (bench/execute/runner.py): forked from a pre-imported server by default, with a cold process's
 memory figures; the allocator setting every worker gets."""
 import multiprocessing
 import os
 
-from bench import runner
+from bench.execute import allocator, runner
 
 
 def test_the_fork_server_is_the_default_and_preloads_only_what_every_run_imports(monkeypatch):
     monkeypatch.delenv("BENCH_WORKER_START", raising=False)
     assert runner.start_method() == "forkserver"
     # seqeval (scikit-learn, scipy) or one model family's code would sit in every forked run's memory.
-    from bench import preload
-    assert runner.PRELOAD == ["bench.preload"]
+    from bench.execute import preload
+    assert runner.PRELOAD == ["bench.execute.preload"]
     assert not any(m.startswith(("seqeval", "sklearn", "transformers.models")) for m in preload.MODULES)
 
 
@@ -22,9 +22,9 @@ def test_with_a_cuda_torch_the_fork_server_leaves_bitsandbytes_to_the_runs(tmp_p
     import sys
     code = """
 import sys, torch
-torch.version.cuda = "13.0"  # what bench.preload reads to tell a CUDA build
-import bench.preload
-assert "bitsandbytes" not in sys.modules and "peft" in sys.modules and "bench.worker" in sys.modules
+torch.version.cuda = "13.0"  # what bench.execute.preload reads to tell a CUDA build
+import bench.execute.preload
+assert "bitsandbytes" not in sys.modules and "peft" in sys.modules and "bench.execute.worker" in sys.modules
 assert torch.cuda.is_initialized() is False
 from transformers import AutoModelForSequenceClassification
 from methods import get_method
@@ -70,7 +70,8 @@ def _freed_block_kept_mb(queue) -> None:
     """In a fresh process: RSS that a freed 96 MB block leaves behind under the training setting, then under the
     inference window's."""
     import ctypes
-    from bench.measure import current_rss_mb, release_freed_memory
+
+    from bench.meters.windows import current_rss_mb, release_freed_memory
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
@@ -83,8 +84,8 @@ def _freed_block_kept_mb(queue) -> None:
         libc.free(block)
         return current_rss_mb() - before
 
-    settings = [runner.tune_allocator(runner.MALLOPT), kept_after_use()]
-    settings.append(runner.tune_allocator(runner.INFERENCE_MALLOPT))
+    settings = [allocator.tune_allocator(allocator.MALLOPT), kept_after_use()]
+    settings.append(allocator.tune_allocator(allocator.INFERENCE_MALLOPT))
     release_freed_memory()  # as the worker does when a window opens
     queue.put(settings + [kept_after_use()])
 
@@ -96,7 +97,7 @@ def test_workers_keep_freed_memory_for_reuse_in_training_and_hand_it_back_for_in
     proc.start()
     training, kept_training, inference, kept_after = queue.get(timeout=60)
     proc.join()
-    assert training == inference == runner.ALLOCATOR
+    assert training == inference == allocator.ALLOCATOR
     assert kept_training > 90  # training: the heap keeps it, no page faults when the next batch needs it
     assert abs(kept_after) < 10  # inference window: handed back when freed, RSS is what is live
 
@@ -105,7 +106,7 @@ def test_a_forked_run_gets_the_runners_environment_of_now_not_the_servers(monkey
     """The fork server keeps the environment it started with; a run gets the runner's as it starts: variables
     unset since are dropped, new ones arrive, and what the server's imports set stays."""
     import types
-    monkeypatch.setitem(__import__("sys").modules, "bench.preload",
+    monkeypatch.setitem(__import__("sys").modules, "bench.execute.preload",
                         types.SimpleNamespace(STARTED_WITH={"GONE": "1", "KEPT": "1"}))
     for name, value in {"GONE": "1", "KEPT": "1", "SET_BY_AN_IMPORT": "1"}.items():
         monkeypatch.setenv(name, value)
@@ -122,7 +123,7 @@ def test_two_grids_in_one_session_each_run_with_their_own_environment(tmp_path):
     args = ["run", "--suite", "smoke", "--tasks", "sentiment", "--methods", "head", "--no-report"]
     faulty = run_bench(*args, "--out", str(tmp_path / "a"), env={"BENCH_FAULT": "raise:head"})
     clean = run_bench(*args, "--out", str(tmp_path / "b"), check=True)
-    from bench.store import ResultStore
+    from bench.results.store import ResultStore
     assert faulty.returncode == 1 and "injected failure for head" in faulty.stderr
     assert [r["status"] for r in ResultStore(tmp_path / "a").records()] == ["failed"]
     assert [r["status"] for r in ResultStore(tmp_path / "b").records()] == ["ok"], clean.stderr

@@ -42,7 +42,7 @@ if [[ $step == a ]]; then
   export BENCH_MODEL_DIR="$PWD/.gpu/a/models" BENCH_DATA_DIR="$PWD/.gpu/a/data"  # the smoke image task's
   "$PY" - <<'EOF' || exit 1
 import importlib.metadata as md, torch
-import bench.preload  # what the fork server imports: it must leave CUDA untouched, or forked runs fail
+import bench.execute.preload  # what the fork server imports: it must leave CUDA untouched, or forked runs fail
 print("CUDA initialised by the preload:", torch.cuda.is_initialized())
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")

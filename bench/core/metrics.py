@@ -125,3 +125,39 @@ def reference_spread(metric: str, records: list[dict]) -> str | None:
             scale, unit = (1e9, "GFLOP/s") if name == "peak_flops_per_s" else (1e6, "MFLOP")
             return f"{name} {min(values) / scale:,.0f}-{max(values) / scale:,.0f} {unit}"
     return None
+
+
+# A run whose accuracy is within this many points of always guessing the commonest class learned
+# (next to) nothing: its other figures describe a failed fine-tune, not the method.
+NEAR_CHANCE_POINTS = 0.03
+
+
+def chance_level(metric: str, majority_rate: float = float("nan")) -> float:
+    """What a model that learned nothing scores: the majority-class rate for accuracy; 0 for entity F1 (a
+    constant `O` tagger finds no entity); NaN for metrics without a known floor."""
+    return majority_rate if metric == "accuracy" else 0.0 if metric.endswith("f1") else float("nan")
+
+
+def near_chance(value: float, chance: float) -> bool:
+    """Within NEAR_CHANCE_POINTS of the chance level (see chance_level)."""
+    return bool(value == value and chance == chance and value <= chance + NEAR_CHANCE_POINTS)
+
+
+def recorded_task_info(records: list[dict]) -> dict:
+    """The task facts the newest run recorded (`info.task`: headline metric, caveat); empty for records older
+    than that field."""
+    return next((r["info"]["task"] for r in reversed(records) if (r.get("info") or {}).get("task")), {})
+
+
+def headline_metric(records: list[dict]) -> str | None:
+    """The metric the runs recorded as their headline; for older records the first quality metric with a
+    "higher is better" direction they recorded. Read from the records alone, so an old folder renders the
+    same whatever the registries say today."""
+    if recorded := recorded_task_info(records).get("metric"):
+        return recorded
+    for r in records:
+        for name in r.get("metrics") or {}:
+            info = metric_info(name)
+            if info.kind == "task" and info.higher_is_better:
+                return name
+    return None

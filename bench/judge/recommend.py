@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench import ties
-from bench.errors import UnknownName
-from bench.metrics import metric_info
-from bench.store import latest_runs
-from bench.units import format_mb
-from reports.pareto import pareto_mask
-from reports.tables import chance_level, near_chance
+from bench.core.errors import UnknownName
+from bench.core.metrics import chance_level, headline_metric, metric_info, near_chance
+from bench.core.units import format_mb
+from bench.judge import ties
+from bench.judge.pareto import pareto_mask
+from bench.results.store import latest_runs
 
 PRIORITIES = ["metric", "memory", "speed"]
 SPEED = "train_examples_per_s"
@@ -53,23 +52,6 @@ class Result:
     why: str = ""
     notes: list[str] = field(default_factory=list)
 
-
-def headline_metric(suite: str, task: str, records: list[dict]) -> str:
-    recorded = next((r["info"]["task"]["metric"] for r in reversed(records) if (r.get("info") or {}).get("task")),
-                    None)
-    if recorded:
-        return recorded
-    from suites import SUITES  # records from before runs recorded their headline metric
-    for t in SUITES.get(suite, []):
-        if t.name == task:
-            return t.metric
-    # A task no longer registered: its first metric with a declared "higher is better" task direction.
-    for r in records:
-        for name in r.get("metrics", {}):
-            info = metric_info(name)
-            if info.kind == "task" and info.higher_is_better:
-                return name
-    raise UnknownName(f"task {task!r} records no task metric")
 
 
 def memory_metric(device: str, records: list[dict]) -> str:
@@ -139,7 +121,9 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
         raise UnknownName(f"no successful runs of {suite}/{task} with budget {condition['budget']}, model "
                           f"{condition['model']}, device {condition['device']}")
     ok, selection = select_runs(ok, since, commit, folders)
-    head, memory = headline_metric(suite, task, ok), memory_metric(condition["device"], ok)
+    head, memory = headline_metric(ok), memory_metric(condition["device"], ok)
+    if head is None:
+        raise UnknownName(f"task {task!r} records no task metric")
     placeholders = {HEADLINE: head, MEMORY: memory}
     constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]
     wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", "adapter_size_mb", "latency_p50_ms",
@@ -190,7 +174,7 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
 
 
 def same_within_noise(metric: str, head: str, rows, by_method: dict, a: str, b: str) -> tuple[bool, str]:
-    """(a ties b on `metric`, how that was judged). The headline metric: the paired test (bench/ties.py);
+    """(a ties b on `metric`, how that was judged). The headline metric: the paired test (bench/judge/ties.py);
     cost metrics: `bench compare`'s noise thresholds (a 2 MB gap is not a trade)."""
     if metric == head:
         c = ties.compare(head, by_method[a], by_method[b])
@@ -241,7 +225,7 @@ def nothing_satisfies(table: pd.DataFrame, constraints: list[Constraint]) -> str
 
 def _clearly_worse(metric: str, mine, mine_std, other, other_std) -> bool:
     """Worse by more than `bench compare` would call noise (same thresholds, same seed-std rule)."""
-    from bench.compare import Thresholds, verdict
+    from bench.judge.compare import Thresholds, verdict
     return verdict(metric, other, other_std, mine, mine_std, Thresholds())[0] == "regressed"
 
 

@@ -10,12 +10,12 @@ torch routes fp32 matmuls to oneDNN only when `torch.backends.mkldnn.matmul.fp32
 precision ("bf16"). oneDNN then *may* compute in bf16 ("bf32"), which it does only on CPUs with AMX tiles;
 elsewhere it runs its f32 kernels. So oneDNN is used only where a probe shows it computing in fp32 (its error
 against float64 within 10x the default's, where bf16 would be ~1000x); `auto` also wants it 10% faster. The
-probe runs with the peak measurement (bench/flops.py), once per host and thread count, cached with it. MFU
+probe runs with the peak measurement (bench/meters/flops.py), once per host and thread count, cached with it. MFU
 divides by the faster library's rate either way. Naming a backend imports no torch.
 """
 from __future__ import annotations
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 
 BACKENDS = ("default", "onednn", "auto")
 _FLAG = {"default": "none", "onednn": "bf16"}  # torch.backends.mkldnn.matmul.fp32_precision for each
@@ -56,21 +56,3 @@ def probe(measure) -> dict:
     out["auto"] = "onednn" if out["onednn_is_fp32"] and fast else "default"
     return out
 
-
-def choose(requested: str, device) -> str | None:
-    """Apply the backend for this CPU run and describe it (None on a GPU, where neither applies)."""
-    check(requested)
-    if device.type != "cpu":
-        return None
-    if requested == "default":  # no probe before the run's memory windows: the peak is measured after training
-        return "default (torch's own library; both rates in info.peak_flops.gemm)"
-    from bench.flops import device_peak
-    gemm = device_peak(device, "fp32", False)["gemm"]
-    backend = gemm["auto"] if requested == "auto" else requested
-    if backend == "onednn" and not gemm["onednn_is_fp32"]:
-        raise UnknownName(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
-                          f"vs {gemm['default']['max_error']:.2g}); valid here: default, auto")
-    if backend != "default":  # the default leaves torch's settings untouched
-        use(backend)  # the probe ran in this process: ~17 MB of library buffers stay (README)
-    rates = ", ".join(f"{b} {gemm[b]['flops_per_s'] / 1e9:.0f} GFLOP/s" for b in ("default", "onednn"))
-    return f"{backend} ({'chosen' if requested == 'auto' else 'asked for'}; fp32 GEMM here: {rates})"

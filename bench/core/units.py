@@ -1,13 +1,13 @@
 """Parse the quantities users type on the command line: sizes (`2GB`), shares (`1%`, `0.2`), bounds.
 
-Memory metrics are recorded in MB of 2**20 bytes (see bench/measure.py), so sizes parse to that unit and
+Memory metrics are recorded in MB of 2**20 bytes (see bench/meters/windows.py), so sizes parse to that unit and
 `GB` means 1024 MB: `--max-memory 2GB` and a recorded `peak_rss_mb` of 2048 are the same amount.
 """
 from __future__ import annotations
 
 import re
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 
 _SIZE_UNITS_MB = {"": 1.0, "b": 2.0**-20, "kb": 2.0**-10, "kib": 2.0**-10, "k": 2.0**-10, "mb": 1.0,
                   "mib": 1.0, "m": 1.0, "gb": 1024.0, "gib": 1024.0, "g": 1024.0, "tb": 2.0**20, "tib": 2.0**20}

@@ -1,14 +1,14 @@
 """Whether one metric got worse beyond noise: the thresholds and the verdict rule `bench compare` applies,
-also used by the history's trend series (bench/history.py). No I/O here.
+also used by the history's trend series (bench/results/history.py). No I/O here.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from bench.errors import UnknownName
-from bench.metrics import METRICS, metric_info
-from bench.units import name_value, parse_fraction, parse_number
+from bench.core.errors import UnknownName
+from bench.core.metrics import METRICS, metric_info
+from bench.core.units import name_value, parse_fraction, parse_number
 
 KINDS = ["task", "memory", "speed", "size"]
 # Defaults, documented in the README: task metrics by an absolute amount in their own unit, the others

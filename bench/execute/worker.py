@@ -1,6 +1,6 @@
 """One run (task x method x seed) in its own process: load, apply method, train, evaluate, measure.
 
-Invoked by the runner as `python -m bench.worker SPEC.json RESULT.json`. Always writes a record: a
+Invoked by the runner as `python -m bench.execute.worker SPEC.json RESULT.json`. Always writes a record: a
 `failed` or `skipped` one when something goes wrong, so the grid never loses a run silently.
 """
 from __future__ import annotations
@@ -10,10 +10,10 @@ import gc
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
-import statistics
 import traceback
 from pathlib import Path
 
@@ -21,15 +21,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import cpu_matmul, faults
-from bench.env import environment
-from bench.identity import IDENTITY
-from bench.predictions import save as save_predictions
-from bench.flops import device_peak
-from bench.measure import ForwardTimer, PeakMemory, current_rss_mb, percentile, time_call_ms
-from bench.precision import autocast, check as check_precision, set_tf32
-from bench.runner import INFERENCE_MALLOPT, now, partial_path, tune_allocator
-from bench.train import train
+from bench.execute import faults
+from bench.execute.allocator import INFERENCE_MALLOPT, tune_allocator
+from bench.execute.process import now, partial_path
+from bench.execute.train import train
+from bench.meters.environment import environment
+from bench.meters.flops import choose_cpu_matmul, device_peak
+from bench.meters.precision import autocast, set_tf32
+from bench.meters.precision import check as check_precision
+from bench.meters.windows import ForwardTimer, PeakMemory, current_rss_mb, percentile, time_call_ms
+from bench.results.identity import IDENTITY
+from bench.results.predictions import save as save_predictions
 from methods import SkipRun, build
 from methods.base import RunContext, count_params, head_names
 from methods.spec import MethodSpec
@@ -43,7 +45,7 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SkipRun("device cuda requested but torch.cuda.is_available() is False")
-    if device.type == "cuda" and torch.cuda._is_in_bad_fork():  # bench/preload.py keeps CUDA out of the server
+    if device.type == "cuda" and torch.cuda._is_in_bad_fork():  # bench/execute/preload.py keeps CUDA out of the server
         raise RuntimeError("this run was forked from a fork server that had initialised CUDA, so it cannot use the "
                            "GPU; run with BENCH_WORKER_START=spawn")
     return device
@@ -68,7 +70,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     if device.type == "cuda":
         set_tf32(tf32 == "on")
     record["info"].update(precision=precision, tf32=tf32)
-    matmul = cpu_matmul.choose(spec.get("cpu_matmul", "default"), device)
+    matmul = choose_cpu_matmul(spec.get("cpu_matmul", "default"), device)
     if matmul:
         record["info"]["cpu_matmul"] = matmul
     peak = PeakMemory(device)
@@ -207,7 +209,7 @@ class Phases:
 
 
 class EarlyStopping:
-    """`on_step_end` hook of bench/train.py: every `every` steps, score the dev split; stop after `patience`
+    """`on_step_end` hook of bench/execute/train.py: every `every` steps, score the dev split; stop after `patience`
     scores without a gain; keep a copy of the trainable tensors at the best score, restored after training."""
 
     def __init__(self, task, batches, device, patience: int, every: int):
@@ -241,7 +243,7 @@ class EarlyStopping:
 
 def uncertainty(task, predictions: dict) -> dict:
     """95% bootstrap interval of the headline metric over evaluation examples (sentences for entity F1)."""
-    from bench import stats
+    from bench.judge import stats
     if task.metric not in stats.KNOWN:  # a task with another metric: no interval rather than a failed run
         return {}
     low, high = stats.bootstrap_ci(task.metric, stats.example_stats(task.metric, predictions["gold"],

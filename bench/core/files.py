@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.errors import StorageFull
+from bench.core.errors import StorageFull
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TF32 = ("on", "off")

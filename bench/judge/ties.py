@@ -1,7 +1,7 @@
 """Which methods are tied with the best, by one rule used by reports, `bench compare` and `bench recommend`.
 
 Two methods evaluated on the same examples are compared by a paired bootstrap of the difference of their
-headline metric (bench/stats.py; seeds pooled per method); they are tied within noise when its 95%
+headline metric (bench/judge/stats.py; seeds pooled per method); they are tied within noise when its 95%
 interval holds 0. Without saved predictions (older records) the seed spread decides: tied when the
 difference is within two standard errors of it; with one seed each and no predictions nothing can be said
 (`basis` says which rule applied).
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from bench import predictions, stats
+from bench.judge import stats
+from bench.results import predictions
 
 
 @dataclass
@@ -42,7 +44,7 @@ def pooled_stats(runs: list[dict], metric: str) -> np.ndarray | None:
     arrays = []
     for r in runs:
         folder = r.get("source")
-        a = predictions.stats_of(r, Path(folder), metric) if folder else None
+        a = example_stats_of(r, Path(folder), metric) if folder else None
         if a is None:
             return None
         arrays.append(a)
@@ -88,3 +90,22 @@ def method_interval(metric: str, runs: list[dict]) -> tuple[float, float] | None
         m = runs[0]["metrics"]
         return m[f"{metric}_ci_low"], m[f"{metric}_ci_high"]
     return None
+
+
+def example_stats_of(record: dict, folder: Path, metric: str) -> np.ndarray | None:
+    """Per-example statistics of a run's saved predictions, in example order; None if absent."""
+    rel = (record.get("info") or {}).get("predictions")
+    path = Path(folder) / rel if rel else None
+    if path is None or not path.is_file():
+        return None
+    return _stats_of_file(str(path.resolve()), path.stat().st_mtime_ns, metric)
+
+
+@lru_cache(maxsize=256)
+def _stats_of_file(path: str, mtime_ns: int, metric: str) -> np.ndarray:
+    """Once per file version: a report reads each run's statistics for every pairing and interval it draws,
+    and entity extraction over CoNLL's 3,453 sentences takes ~0.1 s a time."""
+    p = predictions.load(Path(path))
+    out = stats.example_stats(metric, p["gold"], p["pred"])
+    out.flags.writeable = False  # shared by every caller
+    return out

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import UnknownName
-from bench.metrics import metric_info
+from bench.core.errors import UnknownName
+from bench.core.metrics import metric_info
 
 DB_NAME = "history.db"
 BUSY_TIMEOUT_S = 60.0
@@ -143,7 +143,7 @@ def record_run(path: str | os.PathLike, record: dict, source: str | None = None)
 
 def import_folder(path: str | os.PathLike, folder: str | os.PathLike) -> int:
     """Backfill the history from an output folder's results.jsonl (idempotent: keyed by run_id)."""
-    from bench.store import ResultStore
+    from bench.results.store import ResultStore
     records = ResultStore(folder).records()
     if not records:
         raise UnknownName(f"no results in {str(folder)!r} (expected {Path(folder) / 'results.jsonl'})")
@@ -223,7 +223,7 @@ def invocations(path: str | os.PathLike, **filters) -> pd.DataFrame:
 
 def stats(records: list[dict], keys: list[str] | None = None) -> pd.DataFrame:
     """Mean, sample std (NaN for one run) and n per configuration x metric, over the `ok` runs."""
-    from bench.store import latest_runs
+    from bench.results.store import latest_runs
     keys = keys or CONFIG_KEYS
     records = latest_runs(records, per=("invocation",) if "invocation" in keys else ())  # a re-run is no new seed
     rows = [{**{k: r.get(k) for k in keys}, "metric": name, "value": _number(value)}
@@ -233,40 +233,3 @@ def stats(records: list[dict], keys: list[str] | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(rows).dropna(subset=["value"])
     out = frame.groupby(keys + ["metric"], sort=False, dropna=False)["value"].agg(["mean", "std", "count"])
     return out.rename(columns={"count": "n"}).reset_index()
-
-
-def trends(path: str | os.PathLike, suite=None, task=None, method=None, metric=None) -> pd.DataFrame:
-    """Metric over time per configuration: one row per (configuration, metric, invocation), oldest first.
-
-    Columns: the CONFIG_KEYS, metric, invocation, git_commit, date (when the invocation's last run ended),
-    mean, std, n, and `regressed`: whether this point regressed against the previous point of its series,
-    by the same thresholds as `bench compare` (False for a series' first point). For the HTML report and
-    `bench history`.
-    """
-    from bench.verdicts import Thresholds, verdict
-
-    recs = records(path, **{k: v for k, v in dict(suite=suite, task=task, method=method).items() if v})
-    frame = stats(recs, CONFIG_KEYS + ["invocation"])
-    columns = CONFIG_KEYS + ["metric", "invocation", "git_commit", "date", "mean", "std", "n", "regressed"]
-    if metric is not None:
-        wanted = [metric] if isinstance(metric, str) else list(metric)
-        frame = frame[frame.metric.isin(wanted)]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    meta = pd.DataFrame([{"invocation": r["invocation"], "finished_at": r.get("finished_at"),
-                          "git_commit": r.get("git_commit")} for r in recs])
-    meta = meta.groupby("invocation").agg(date=("finished_at", "max"),
-                                          git_commit=("git_commit", lambda s: ",".join(sorted(set(s.dropna())))))
-    frame = frame.join(meta, on="invocation").sort_values("date", kind="stable")
-    thresholds = Thresholds()
-    regressed = []
-    for _, series in frame.groupby(CONFIG_KEYS + ["metric"], sort=False, dropna=False):
-        prev = None
-        for idx, row in series.iterrows():
-            flag = False
-            if prev is not None:
-                flag = verdict(row.metric, prev["mean"], prev["std"], row["mean"], row["std"], thresholds)[0] == "regressed"
-            regressed.append((idx, flag))
-            prev = row
-    frame["regressed"] = pd.Series(dict(regressed))
-    return frame[columns].reset_index(drop=True)

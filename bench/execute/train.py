@@ -12,14 +12,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from bench import flops
-from bench.energy import EnergyMeter
-from bench.measure import WindowTimer
-from bench.precision import autocast, grad_scaler
-from suites.base import to_device, token_logits
+from bench.meters import flops
+from bench.meters.energy import EnergyMeter
+from bench.meters.precision import autocast, grad_scaler
+from bench.meters.windows import WindowTimer
+from suites.base import to_device
 
 
 @dataclass
@@ -51,11 +50,6 @@ def padded_units(batch: dict, added_positions: int = 0) -> int:
     ids = batch.get("input_ids")
     return ids.shape[0] * (ids.shape[-1] + added_positions) if ids is not None else len(batch["labels"])
 
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for sequence ([B, C] vs [B]) and token ([B, T, C] vs [B, T]) classification."""
-    return F.cross_entropy(token_logits(logits, labels).reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                           ignore_index=-100)
 
 
 def optimizer_kwargs(params: list, device: torch.device) -> dict:
@@ -138,7 +132,7 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
         method.on_step(model, step)  # AdaLoRA: after step(), before zero_grad()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        pending.append((step, out.loss.detach(), task_loss(out.logits.detach(), on_device["labels"])))
+        pending.append((step, out.loss.detach(), task.loss(out.logits.detach(), on_device["labels"])))
         if step % log_every == 0 or step == total_steps or on_step_end is not None or not timed:
             timer.stop()
             energy.stop()

@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import StorageFull
-from bench.identity import run_key
+from bench.core.errors import StorageFull
+from bench.results.identity import run_key
 
 RESULTS_FILE = "results.jsonl"
 

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 IDENTITY = ("run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget")  # in every record
-PRECISION = "fp32"  # the default; --precision bf16|fp16 autocasts (bench/precision.py)
-OPTIMIZER = "adamw-fused"  # bench/train.py falls back to foreach (and records it) where fused cannot run
+PRECISION = "fp32"  # the default; --precision bf16|fp16 autocasts (bench/meters/precision.py)
+OPTIMIZER = "adamw-fused"  # bench/execute/train.py falls back to foreach (and records it) where fused cannot run
 _file_hashes: dict[tuple, str] = {}
 
 

@@ -9,7 +9,7 @@ and the higher figure is kept. (The 1-minute load average lags: runs on a machin
 measured minutes before under load. It decides only where /proc/stat is missing.) Delete the file
 (`peak_flops.json` in $BENCH_CACHE_DIR, else ~/.cache/peft-bench) to measure again. Known GPUs also get their
 datasheet peak (dense, no sparsity) beside it. A CPU's fp32 peak is the faster of the wheel's two GEMM
-libraries, MKL and oneDNN (bench/cpu_matmul.py), whichever of them a run uses.
+libraries, MKL and oneDNN (bench/meters/cpu_matmul.py), whichever of them a run uses.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+from bench.core.errors import UnknownName
+from bench.meters import cpu_matmul
 
 # Dense tensor-core peaks in TFLOP/s ("tf32": fp32 matmuls with TF32 on); first substring of the name wins.
 DATASHEET_TFLOPS = [
@@ -68,7 +71,7 @@ def _kind(precision: str, tf32: bool, device: torch.device) -> str:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from bench.env import cpu_model
+    from bench.meters.environment import cpu_model
     return cpu_model()
 
 
@@ -161,9 +164,8 @@ def measure_gemm_peak(device: torch.device, dtype: torch.dtype, seconds: float =
 
 
 def _best_cpu_fp32(device: torch.device) -> dict:
-    """The CPU's fp32 peak is the faster of the two GEMM libraries in the wheel (bench/cpu_matmul.py): dividing
+    """The CPU's fp32 peak is the faster of the two GEMM libraries in the wheel (bench/meters/cpu_matmul.py): dividing
     by MKL's rate where MKL runs a slow path (AMD) would report twice the utilisation the hardware allows."""
-    from bench import cpu_matmul
     gemm = cpu_matmul.probe(lambda: measure_gemm_peak(device, torch.float32))
     usable = ["default"] + (["onednn"] if gemm["onednn_is_fp32"] else [])
     return {"flops_per_s": max(gemm[b]["flops_per_s"] for b in usable), "gemm": gemm}
@@ -172,7 +174,7 @@ def _best_cpu_fp32(device: torch.device) -> dict:
 def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
     """{"flops_per_s", "source", ...}: the measured peak (cached per host, device, threads, dtype) and, for known
     GPUs, `datasheet_flops_per_s`."""
-    from bench.precision import dtype
+    from bench.meters.precision import dtype
     kind = _kind(precision, tf32, device)
     threads = torch.get_num_threads() if device.type == "cpu" else None
     key = f"{socket.gethostname()}|{_device_name(device)}|threads={threads}|{kind}"
@@ -208,3 +210,21 @@ def device_peak(device: torch.device, precision: str, tf32: bool) -> dict:
     if sheet:
         out["datasheet_flops_per_s"] = sheet
     return out
+
+
+def choose_cpu_matmul(requested: str, device) -> str | None:
+    """Apply the backend for this CPU run and describe it (None on a GPU, where neither applies)."""
+    cpu_matmul.check(requested)
+    if device.type != "cpu":
+        return None
+    if requested == "default":  # no probe before the run's memory windows: the peak is measured after training
+        return "default (torch's own library; both rates in info.peak_flops.gemm)"
+    gemm = device_peak(device, "fp32", False)["gemm"]
+    backend = gemm["auto"] if requested == "auto" else requested
+    if backend == "onednn" and not gemm["onednn_is_fp32"]:
+        raise UnknownName(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
+                          f"vs {gemm['default']['max_error']:.2g}); valid here: default, auto")
+    if backend != "default":  # the default leaves torch's settings untouched
+        cpu_matmul.use(backend)  # the probe ran in this process: ~17 MB of library buffers stay (README)
+    rates = ", ".join(f"{b} {gemm[b]['flops_per_s'] / 1e9:.0f} GFLOP/s" for b in ("default", "onednn"))
+    return f"{backend} ({'chosen' if requested == 'auto' else 'asked for'}; fp32 GEMM here: {rates})"

@@ -2,7 +2,7 @@
 
 Peak RSS uses the kernel's high-water mark (VmHWM), reset through /proc/self/clear_refs, because a
 sampling thread misses short spikes and tracemalloc does not see tensor memory. RSS is never given
-back to the OS, so each run lives in its own process (see bench/runner.py).
+back to the OS, so each run lives in its own process (see bench/execute/runner.py).
 """
 from __future__ import annotations
 

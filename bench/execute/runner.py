@@ -5,7 +5,7 @@ from taking the grid down: a worker that dies without a result still gets a `fai
 the record the worker saved once its model and device were resolved. See `start_method` for how a
 worker process starts.
 
-The local executor runs one process per run, `--parallel N` at a time (bench/ray_executor.py is the other).
+The local executor runs one process per run, `--parallel N` at a time (bench/execute/ray_executor.py is the other).
 Workers run in a session of their own, so a terminal's Ctrl-C reaches only this process: the first
 SIGINT/SIGTERM stops the runs in flight (recorded `interrupted`) and ends the grid cleanly; a second one
 exits at once. A worker also dies with its parent (PR_SET_PDEATHSIG), so none is ever orphaned.
@@ -26,45 +26,25 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.errors import UnknownName
-from bench.identity import IDENTITY
-from bench.store import ResultStore
+from bench.core.errors import UnknownName
+from bench.execute.allocator import tune_allocator
+from bench.execute.process import (
+    LOG_TAIL_CHARS,
+    POLL_S,
+    exit_reason,
+    log_name,
+    partial_path,
+    record_of_dead_worker,
+)
+from bench.results.store import ResultStore
 
-LOG_TAIL_CHARS = 2000
 STOP_GRACE_S = 5.0  # a stopped worker gets this long to exit on SIGTERM before SIGKILL
-POLL_S = 0.2
 # What the fork server imports once, so that no forked run pays for it: only what every run imports (the worker,
-# peft, datasets; bench/preload.py, which keeps CUDA uninitialised there). A module only some runs import (seqeval
+# peft, datasets; bench/execute/preload.py, which keeps CUDA uninitialised there). A module only some runs import (seqeval
 # pulls in scikit-learn and scipy, a model family's code) would sit in every forked run's memory and make its
 # figures read higher than a cold process's.
-PRELOAD = ["bench.preload"]
+PRELOAD = ["bench.execute.preload"]
 MADV_POPULATE_READ = 22  # Linux >= 5.14
-# glibc malloc for every worker: no mmap'd chunks, and free memory at the heap's top kept up to 2 GiB. By default
-# each large tensor (a vision batch's activations) is a fresh mmap, zero-filled page by page on first touch and
-# unmapped when freed: a cifar10 LoRA run took 3.05 M page faults and ~21% of its CPU time in the kernel (README).
-MALLOPT = {-4: 0, -1: 2**31 - 1}  # M_MMAP_MAX, M_TRIM_THRESHOLD
-# The inference window gets glibc's own steady state back (the worker switches before the window opens): a process
-# that has freed a block of 32 MB or more, as every torch run has, serves smaller blocks from the heap, maps larger
-# ones and trims the heap's top beyond 64 MB. Kept as in training, the heap held what evaluation freed, and the
-# inference peaks read 9-33% above (CoNLL-2003, MB: LoRA 1,379 vs 1,207, int8-LoRA 1,929 vs 1,453 = glibc's
-# default). Text evaluation runs as fast; vision's tensors over 32 MB are faulted in again, as in a default process.
-INFERENCE_MALLOPT = {-4: 65536, -3: 32 * 2**20, -1: 64 * 2**20}  # M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-ALLOCATOR = ("glibc malloc: mmap off, trim threshold 2 GiB; inference window: glibc's steady state "
-             "(mmap from 32 MB, trim threshold 64 MB)")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def partial_path(result_path: str | os.PathLike) -> Path:
-    """Where a worker keeps its record so far; the parent reads it when the worker dies without a result."""
-    return Path(result_path).with_suffix(".partial.json")
-
-
-def log_name(spec: dict) -> str:
-    """A run's log file name, the same whichever executor ran it."""
-    return f"{spec['task']}-{spec['method']}-seed{spec['seed']}-{spec['run_id'][:8]}.log"
 
 
 def new_invocation_id() -> str:
@@ -137,14 +117,6 @@ def _stop(proc) -> None:
         proc.join()
 
 
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
-        return f"worker killed by {name}{hint}"
-    return f"worker exited with code {code}"
-
-
 @dataclass
 class Outcome:
     records: list[dict] = field(default_factory=list)
@@ -164,17 +136,6 @@ def start_method() -> str:
     if method not in ("forkserver", "spawn"):
         raise UnknownName(f"unknown BENCH_WORKER_START {method!r} (valid: spawn, forkserver)")
     return method
-
-
-def tune_allocator(settings: dict[int, int] = MALLOPT) -> str | None:
-    """Apply `settings` (MALLOPT: in a worker, before it allocates tensors; INFERENCE_MALLOPT: before its inference
-    window) in this process; the description, or None if not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = all(libc.mallopt(option, value) == 1 for option, value in settings.items())
-    except (OSError, AttributeError):
-        return None
-    return ALLOCATOR if ok else None
 
 
 def _map_server_pages(server: int) -> None:  # pragma: no cover - runs in the forked worker
@@ -231,7 +192,7 @@ def _adopt_environment(env: dict) -> None:
     """Make this process's environment `env`, the runner's as the run starts. A forked worker has its server's:
     what the runner had when it started the server (so drop what the runner has unset since), plus what the
     server's imports set, which stays as a cold process's imports would set it."""
-    server_start = getattr(sys.modules.get("bench.preload"), "STARTED_WITH", {})
+    server_start = getattr(sys.modules.get("bench.execute.preload"), "STARTED_WITH", {})
     for name in server_start.keys() - env.keys():
         os.environ.pop(name, None)
     os.environ.update(env)
@@ -254,7 +215,7 @@ def _worker_process(spec_path: str, result_path: str, log_path: str | None, env:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-    from bench import worker
+    from bench.execute import worker
     if started is not None:
         ready_path(result_path).write_text(json.dumps({"worker_start_s": time.time() - started,
                                                        "allocator": allocator}))
@@ -303,7 +264,7 @@ class LocalRun:
             partial = partial_path(self.result_path)
             log = self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if self.log_path.is_file() else ""
             record = record_of_dead_worker(self.spec, json.loads(partial.read_text()) if partial.is_file() else None,
-                                           log, _exit_reason(self.proc.exitcode), reason)
+                                           log, exit_reason(self.proc.exitcode), reason)
         self.tmp.cleanup()
         record.setdefault("info", {})["log"] = str(self.log_path)
         if self.env.get("CUDA_VISIBLE_DEVICES"):
@@ -355,26 +316,6 @@ class LocalExecutor:
         interrupt.procs = []
 
 
-def record_of_dead_worker(spec: dict, partial: dict | None, log: str, how: str, reason: str | None) -> dict:
-    """The record of a run whose worker left no result: what it saved early on (identity, resolved model and
-    device, environment), or the spec's identity; `failed` with how it died, or `interrupted`."""
-    if partial:
-        record = partial
-    else:
-        record = {k: spec.get(k) for k in IDENTITY}
-        record.update(model=spec.get("model") or spec.get("default_model"), device=spec.get("device"),
-                      config=spec.get("config", {}), started_at=None, metrics={}, info={}, loss_curve=[], env={})
-    if reason == "interrupted":
-        record.update(status="interrupted", error="stopped by the user (Ctrl-C or SIGTERM) before it finished")
-    elif reason:
-        record.update(status="failed", error=f"{reason} (--timeout)")
-    else:
-        last = " | ".join(line.strip() for line in log.strip().splitlines()[-3:])[-300:]
-        record.update(status="failed", error=f"{how} and no result; log tail: {last or '(empty)'}")
-    record["finished_at"] = now()
-    return record
-
-
 def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=None,
              history_db: Path | None = None, timeout: float | None = None, executor=None) -> Outcome:
     """Run every spec (on `executor`: LocalExecutor by default), storing each record the moment it exists.
@@ -404,7 +345,7 @@ def _record_history(db: Path, record: dict, out_dir: Path) -> None:
     (`bench history --import FOLDER` backfills)."""
     import sqlite3
 
-    from bench import history
+    from bench.results import history
     try:
         history.record_run(db, record, source=str(Path(out_dir).resolve()))
     except (sqlite3.Error, OSError) as exc:

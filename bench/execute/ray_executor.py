@@ -1,6 +1,6 @@
 """`bench run --executor ray`: the grid's runs as Ray tasks, on every core, GPU and node of a Ray cluster.
 
-Each run is still a fresh `python -m bench.worker` process (its peak memory is its own), started inside a
+Each run is still a fresh `python -m bench.execute.worker` process (its peak memory is its own), started inside a
 Ray task that reserves `cpus_per_run` cores and `gpus_per_run` GPUs. Without an address an embedded Ray
 instance sized to this machine is started (`address="local"`, so an unrelated cluster on the machine is
 never joined) and shut down at the end. Facts this relies on are in ../shared/RAY.md:
@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.errors import UnknownName
-from bench.runner import LOG_TAIL_CHARS, POLL_S, _exit_reason, log_name, partial_path, record_of_dead_worker
+from bench.core.errors import UnknownName
+from bench.execute.process import LOG_TAIL_CHARS, POLL_S, exit_reason, log_name, partial_path, record_of_dead_worker
 
 # The driver's settings a worker on another node needs (offline flags, caches, fault injection in tests).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_DATASETS_CACHE", "BENCH_CACHE_DIR",
@@ -40,7 +40,7 @@ def import_ray():
 def execute_run(spec: dict, cpus: float, gpus: float, timeout: float | None, env: dict) -> dict:
     """Runs inside a Ray task, on whichever node Ray chose: the worker in a subprocess, its outcome returned."""
     run_env = {**os.environ, **env, "BENCH_TORCH_THREADS": str(max(1, int(cpus))), "OMP_NUM_THREADS": str(max(1, int(cpus))),
-               "BENCH_TUNE_ALLOCATOR": "1"}  # the same glibc malloc settings as local workers (bench/runner.py)
+               "BENCH_TUNE_ALLOCATOR": "1"}  # the same glibc malloc settings as local workers (bench/execute/runner.py)
     if not gpus:
         run_env["CUDA_VISIBLE_DEVICES"] = ""  # a task without GPUs would otherwise see them all
     where = {"node_ip": _node_ip(), "hostname": socket.gethostname(), "cpus": cpus, "gpus": gpus,
@@ -51,7 +51,7 @@ def execute_run(spec: dict, cpus: float, gpus: float, timeout: float | None, env
         reason, code = None, None
         with open(log_path, "w") as log:
             # Not a session of its own: Ray's process-group cleanup then kills the worker with its task.
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", str(spec_path), str(result_path)],
+            proc = subprocess.Popen([sys.executable, "-m", "bench.execute.worker", str(spec_path), str(result_path)],
                                     stdout=log, stderr=subprocess.STDOUT, env=run_env)
             try:
                 code = proc.wait(timeout=timeout)
@@ -61,7 +61,7 @@ def execute_run(spec: dict, cpus: float, gpus: float, timeout: float | None, env
         partial = partial_path(result_path)
         return {"record": json.loads(result_path.read_text()) if result_path.is_file() else None,
                 "partial": json.loads(partial.read_text()) if partial.is_file() else None,
-                "how": _exit_reason(code), "reason": reason, "where": where,
+                "how": exit_reason(code), "reason": reason, "where": where,
                 "log": log_path.read_text(errors="replace")[-50_000:]}
 
 

@@ -12,7 +12,7 @@ import torch
 
 PACKAGES = ["torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes",
             "numpy", "pandas", "seqeval", "scikit-learn", "peft-bench"]
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cpu_model() -> str:

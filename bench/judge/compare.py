@@ -2,7 +2,7 @@
 
 Each side is a set of run records (a results folder, or an invocation found in the history by commit,
 id, `latest` or `previous`). Runs are matched by (suite, task, method, budget) and averaged over seeds;
-every metric with a declared direction (bench/metrics.py) gets a verdict:
+every metric with a declared direction (bench/core/metrics.py) gets a verdict:
 
 - task metrics (accuracy, F1, loss) regress when they get worse by more than
   max(absolute floor, k x seed std); the std pools both sides' sample std over seeds, when a side has
@@ -18,7 +18,7 @@ legitimate candidate). Speed is gated only where host, CPU and GPU names match t
 or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`). Runs of the same
 name under another configuration (config ids differ: a changed method default, budget, model or data) are
 `reconfigured`, with what changed named, and never gated against each other. MFU and achieved FLOP/s are `ungated`
-where the runs' measured peaks or FLOP counts differ by more than 10% (bench/metrics.py, reference_spread).
+where the runs' measured peaks or FLOP counts differ by more than 10% (bench/core/metrics.py, reference_spread).
 """
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import history, ties
-from bench.errors import UnknownName
-from bench.identity import differences
-from bench.metrics import metric_info, reference_spread
-from bench.store import latest_runs
-from bench.verdicts import KINDS, Thresholds, gated_metrics, parse_thresholds, verdict  # noqa: F401 (re-exported)
+from bench.core.errors import UnknownName
+from bench.core.metrics import headline_metric, metric_info, reference_spread
+from bench.judge import ties
+from bench.judge.verdicts import KINDS, Thresholds, gated_metrics, parse_thresholds, verdict  # noqa: F401 (re-exported)
+from bench.results import history
+from bench.results.identity import differences
+from bench.results.store import latest_runs
 
 MATCH_KEYS = ["suite", "task", "method", "budget"]
 GATING = {"regressed", "failed", "vanished"}
@@ -102,7 +103,7 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
                 v, note = "ungated", "other hardware: " + "; ".join(other_hardware)
             elif spread and v != "n/a":
                 v, note = "ungated", f"not comparable: {spread} among these runs; speed is gated as train_examples_per_s"
-            if metric == _headline(c_ok) and v != "n/a":  # same examples on both sides: the paired test
+            if metric == headline_metric(c_ok) and v != "n/a":  # same examples on both sides: the paired test
                 paired = ties.compare(metric, c_ok, b_ok)
                 if paired.basis == "paired bootstrap":
                     note = ("tied within noise: " if paired.tied else "") + \
@@ -120,9 +121,6 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
                             "candidate_n", "change", "change_pct", "allowed", "verdict", "note"]
     return pd.DataFrame(rows, columns=columns)
 
-
-def _headline(records: list[dict]) -> str | None:
-    return next((r["info"]["task"].get("metric") for r in records if (r.get("info") or {}).get("task")), None)
 
 
 def _keys(records: list[dict]) -> list[tuple]:
@@ -177,7 +175,7 @@ def resolve(ref: str, db: Path, suite: str | None = None, before: Side | None = 
     or a git commit (prefix) from the history."""
     path = Path(ref)
     if path.is_dir() or path.name == "results.jsonl":
-        from bench.store import ResultStore
+        from bench.results.store import ResultStore
         folder = path.parent if path.name == "results.jsonl" else path
         records = [r for r in ResultStore(folder).records() if suite is None or r.get("suite") == suite]
         if not records:
