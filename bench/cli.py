@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bench.core import resolve
-from bench.core.errors import StorageFull, UnknownName
+from bench.core.errors import StorageFull, UsageError
 
 DEFAULT_OUT = Path("runs")
 
@@ -30,7 +30,7 @@ def _pick(requested: list[str] | None, valid: list[str], what: str) -> list[str]
         return valid
     for name in requested:
         if name not in valid:
-            raise UnknownName(f"unknown {what} {name!r} (valid: {', '.join(valid)})")
+            raise UsageError(f"unknown {what} {name!r} (valid: {', '.join(valid)})")
     return requested
 
 
@@ -42,7 +42,7 @@ def _lrs(values: list[str] | None) -> dict[str, float]:
         try:
             out[name or "*"] = float(value)
         except ValueError:
-            raise UnknownName(f"bad --lr {item!r} (expected a number or METHOD=NUMBER)")
+            raise UsageError(f"bad --lr {item!r} (expected a number or METHOD=NUMBER)")
     return out
 
 
@@ -77,9 +77,9 @@ def _common(args):
     task_names = _pick(args.tasks, [t.name for t in tasks], f"task in suite {args.suite}")
     method_specs = methods.resolve(args.methods or list(methods.METHODS), args.set)
     if args.budget not in BUDGETS:
-        raise UnknownName(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
+        raise UsageError(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
     if args.timeout is not None and args.timeout <= 0:
-        raise UnknownName(f"bad --timeout {args.timeout:g} (expected a number of seconds > 0)")
+        raise UsageError(f"bad --timeout {args.timeout:g} (expected a number of seconds > 0)")
     lrs = _lrs(getattr(args, "lr", None))
     for name in lrs:
         if name != "*":
@@ -96,7 +96,7 @@ def _output(args, kind: str):
     if out is None and args.resume:
         out = latest_folder(DEFAULT_OUT, args.suite, tuning=kind.startswith("tune-"))
         if out is None:
-            raise UnknownName(f"--resume: no results folder of suite {kind!r} under {str(DEFAULT_OUT)!r} "
+            raise UsageError(f"--resume: no results folder of suite {kind!r} under {str(DEFAULT_OUT)!r} "
                               f"(pass --out FOLDER)")
     suite = args.suite
     earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") == suite] if out else []
@@ -191,7 +191,7 @@ def cmd_tune(args) -> int:
     from bench.judge import tuning
     tasks, method_specs, _, executor = _common(args)
     if args.points < 2 or args.span <= 1:
-        raise UnknownName(f"bad grid: --points {args.points} --span {args.span:g} (expected >= 2 points, span > 1)")
+        raise UsageError(f"bad grid: --points {args.points} --span {args.span:g} (expected >= 2 points, span > 1)")
     out, earlier, invocation = _output(args, f"tune-{args.suite}")
     data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
     trials = {}  # (task, method label) -> {config label: lr}
@@ -237,14 +237,14 @@ def cmd_tune(args) -> int:
 def make_executor(args):
     """Where the runs execute: this machine (`--parallel N` at a time) or a Ray cluster (`--executor ray`)."""
     if args.executor not in ("local", "ray"):
-        raise UnknownName(f"unknown executor {args.executor!r} (valid: local, ray)")
+        raise UsageError(f"unknown executor {args.executor!r} (valid: local, ray)")
     if args.executor == "local":
         stray = [f for f, v in (("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
                                 ("--gpus-per-run", args.gpus_per_run)) if v is not None]
         if stray:
-            raise UnknownName(f"{', '.join(stray)} need --executor ray (valid with local: --parallel)")
+            raise UsageError(f"{', '.join(stray)} need --executor ray (valid with local: --parallel)")
         if args.parallel < 1:
-            raise UnknownName(f"bad --parallel {args.parallel} (expected a number of runs >= 1)")
+            raise UsageError(f"bad --parallel {args.parallel} (expected a number of runs >= 1)")
         gpus = 0
         if args.parallel > 1 and args.device != "cpu":
             import torch
@@ -252,7 +252,7 @@ def make_executor(args):
         from bench.execute.runner import LocalExecutor
         return LocalExecutor(args.parallel, gpus)
     if args.parallel != 1:
-        raise UnknownName("--parallel is for --executor local; with ray use --cpus-per-run/--gpus-per-run")
+        raise UsageError("--parallel is for --executor local; with ray use --cpus-per-run/--gpus-per-run")
     from bench.execute.ray_executor import RayExecutor
     return RayExecutor(args.address, args.cpus_per_run, args.gpus_per_run)
 
@@ -289,7 +289,7 @@ def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: P
     stopping = getattr(args, "early_stopping", None)
     if stopping is not None and score_on == "eval":  # off by default, so every method trains the same budget
         if stopping < 1 or (args.eval_every is not None and args.eval_every < 1):
-            raise UnknownName(f"bad --early-stopping {stopping} / --eval-every {args.eval_every} (expected >= 1)")
+            raise UsageError(f"bad --early-stopping {stopping} / --eval-every {args.eval_every} (expected >= 1)")
         config["early_stopping"] = {"patience": stopping, "eval_every": args.eval_every}
     return dict(suite=task.suite, task=task.name, method=method.label, method_spec=dataclasses.asdict(method),
                 lr=lr, lr_source=source, budget=args.budget, model=args.model, device=args.device,
@@ -343,7 +343,7 @@ def cmd_report(args) -> int:
     records, folders = load_records(args.results or [latest_results(DEFAULT_OUT)])
     out = args.out or (folders[0] / "report.html" if len(folders) == 1 else Path("report.html"))
     if args.history is not None and not args.history.is_file():
-        raise UnknownName(f"no history database at {str(args.history)!r} (`bench run` writes one; see --db)")
+        raise UsageError(f"no history database at {str(args.history)!r} (`bench run` writes one; see --db)")
     paths = write_report(records, out, folders, title=args.title, history_db=args.history)
     print(f"report: {paths['html']} ({paths['html'].stat().st_size / 1e6:.2f} MB, {len(records)} runs); "
           f"markdown: {paths['markdown']}")
@@ -392,7 +392,7 @@ def cmd_compare(args) -> int:
         # that, finding nothing comparable means the gate is broken, and a nightly job must not swallow it.
         seen = compare.comparable_invocations(db, candidate)
         if seen < 2:
-            raise UnknownName(message)
+            raise UsageError(message)
         print(f"bench: error: {message}; the history holds {seen} invocations of these configurations, so this "
               f"is not a first run: check the references and filters", file=sys.stderr)
         return 1
@@ -409,7 +409,7 @@ def cmd_recommend(args) -> int:
         from bench.results.store import ResultStore
         records = [r for folder in args.results for r in ResultStore(folder).records()]
         if not records:
-            raise UnknownName(f"no results in {', '.join(map(str, args.results))}")
+            raise UsageError(f"no results in {', '.join(map(str, args.results))}")
     else:
         records = history.records(args.db or history.default_path(), suite=args.suite)
     constraints = []
@@ -422,7 +422,7 @@ def cmd_recommend(args) -> int:
         constraints.append(rec.Constraint(name or rec.HEADLINE, parse_number(value), upper=False))
     tasks = [args.task] if args.task else list(dict.fromkeys(r["task"] for r in records if r.get("suite") == args.suite))
     if not tasks:
-        raise UnknownName(f"no runs of suite {args.suite!r} in the "
+        raise UsageError(f"no runs of suite {args.suite!r} in the "
                           f"{'results given' if args.results else 'history ' + str(args.db or history.default_path())}")
     code = 0
     for task in tasks:
@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except UnknownName as exc:
+    except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
     except StorageFull as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bench.core.errors import SkipRun, UnknownName
+from bench.core.errors import SkipRun, UsageError
 from methods import spec as specs
 from methods.spec import MethodSpec
 
@@ -34,10 +34,10 @@ def get_spec(name: str) -> MethodSpec:
     """A registered method by name, or a method file by path."""
     if is_path(name):
         if not Path(name).is_file():
-            raise UnknownName(f"method file {name!r} not found")
+            raise UsageError(f"method file {name!r} not found")
         return specs.load(name)
     if name not in METHODS:
-        raise UnknownName(f"unknown method {name!r} (valid: {', '.join(METHODS)}, or a path to a method file)")
+        raise UsageError(f"unknown method {name!r} (valid: {', '.join(METHODS)}, or a path to a method file)")
     return METHODS[name]
 
 
@@ -50,9 +50,9 @@ def resolve(names: list[str], sets: list[str] | None = None) -> list[MethodSpec]
         target, _, values = item.partition("=")
         method, _, field = target.partition(".")
         if not values or not field:
-            raise UnknownName(f"bad --set {item!r} (expected METHOD.FIELD=VALUE[,VALUE...], e.g. lora.r=16)")
+            raise UsageError(f"bad --set {item!r} (expected METHOD.FIELD=VALUE[,VALUE...], e.g. lora.r=16)")
         if method not in by_name:
-            raise UnknownName(f"--set {item!r}: method {method!r} is not among those run "
+            raise UsageError(f"--set {item!r}: method {method!r} is not among those run "
                               f"(valid: {', '.join(by_name)})")
         overrides.setdefault(method, {})[field] = [specs.parse_value(v) for v in values.split(",")]
     out = []
@@ -62,7 +62,7 @@ def resolve(names: list[str], sets: list[str] | None = None) -> list[MethodSpec]
             out.append(s.with_overrides(dict(zip(fields, combo))))
     labels = [s.label for s in out]
     if len(set(labels)) != len(labels):
-        raise UnknownName(f"two methods share a name ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))})"
+        raise UsageError(f"two methods share a name ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))})"
                           f": rename a method file")
     return out
 

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 
 KINDS = ("full", "head", "bitfit", "peft")
 FAMILIES = ("transformer", "cnn")
@@ -97,14 +97,14 @@ def load(path: str | Path) -> MethodSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise UnknownName(f"cannot read method file {str(path)!r} ({e.strerror})") from e
+        raise UsageError(f"cannot read method file {str(path)!r} ({e.strerror})") from e
     if path.suffix == ".json":
         return from_adapter_config(json.loads(text), path)
     import yaml
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UnknownName(f"method file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from e
+        raise UsageError(f"method file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from e
     return from_dict(data, name=data.get("name") or _name_of(path), source=str(path))
 
 
@@ -116,19 +116,19 @@ def from_dict(data: dict, name: str, source: str = "") -> MethodSpec:
     unknown = sorted(set(data) - FIELDS)
     where = f"method file {source!r}" if source else f"method {name!r}"
     if unknown:
-        raise UnknownName(f"{where}: unknown field(s) {', '.join(unknown)} (valid: {', '.join(sorted(FIELDS))})")
+        raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)} (valid: {', '.join(sorted(FIELDS))})")
     kind = data.get("kind")
     if kind not in KINDS:
-        raise UnknownName(f"{where}: unknown kind {kind!r} (valid: {', '.join(KINDS)})")
+        raise UsageError(f"{where}: unknown kind {kind!r} (valid: {', '.join(KINDS)})")
     if kind == "peft" and not data.get("peft_type"):
-        raise UnknownName(f"{where}: kind peft needs a peft_type (e.g. LORA, IA3, LOHA)")
+        raise UsageError(f"{where}: kind peft needs a peft_type (e.g. LORA, IA3, LOHA)")
     for mapping in ("targets", "family_config", "not_on"):
         bad = sorted(set(data.get(mapping) or {}) - set(FAMILIES))
         if bad:
-            raise UnknownName(f"{where}: unknown architecture family {', '.join(bad)} in {mapping} "
+            raise UsageError(f"{where}: unknown architecture family {', '.join(bad)} in {mapping} "
                               f"(valid: {', '.join(FAMILIES)})")
     if data.get("quantize_base") not in (None, "int8"):
-        raise UnknownName(f"{where}: unknown quantize_base {data['quantize_base']!r} (valid: int8)")
+        raise UsageError(f"{where}: unknown quantize_base {data['quantize_base']!r} (valid: int8)")
     return MethodSpec(name=name, kind=kind, description=data.get("description", ""), lr=float(data.get("lr", 1e-3)),
                       peft_type=(data.get("peft_type") or None) and str(data["peft_type"]).upper(),
                       config=dict(data.get("config") or {}), targets=dict(data.get("targets") or {}),
@@ -139,7 +139,7 @@ def from_dict(data: dict, name: str, source: str = "") -> MethodSpec:
 def from_adapter_config(config: dict, path: Path) -> MethodSpec:
     """A peft adapter_config.json as it is: its type and keyword arguments; target_modules for every family."""
     if "peft_type" not in config:
-        raise UnknownName(f"{str(path)!r} has no peft_type: not a peft adapter_config.json")
+        raise UsageError(f"{str(path)!r} has no peft_type: not a peft adapter_config.json")
     kwargs = {k: v for k, v in config.items() if k not in ADAPTER_ONLY_KEYS and k != "peft_type" and v is not None}
     targets = kwargs.pop("target_modules", None)
     return MethodSpec(name=_name_of(path), kind="peft", peft_type=str(config["peft_type"]).upper(), config=kwargs,

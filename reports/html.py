@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.core.files import write_text
 from bench.results.store import RESULTS_FILE, ResultStore, latest_runs
 from reports.markdown import markdown_report
@@ -29,7 +29,7 @@ def load_records(paths: list[str | os.PathLike]) -> tuple[list[dict], list[Path]
         path = Path(raw)
         folder = path.parent if path.name == RESULTS_FILE else path
         if not (folder / RESULTS_FILE).is_file():
-            raise UnknownName(f"no results in {str(raw)!r} (expected a folder holding {RESULTS_FILE}, "
+            raise UsageError(f"no results in {str(raw)!r} (expected a folder holding {RESULTS_FILE}, "
                               f"as written by `bench run --out FOLDER`)")
         folders.append(folder)
         for r in ResultStore(folder).records():
@@ -95,5 +95,5 @@ def latest_results(root: Path) -> Path:
     """The newest result folder under `root` (what `bench run` writes by default), for a bare `bench report`."""
     folders = sorted((p.parent for p in Path(root).glob(f"*/{RESULTS_FILE}")), key=lambda p: p.stat().st_mtime)
     if not folders:
-        raise UnknownName(f"no result folders under {str(root)!r} (pass one or more: bench report RESULTS... )")
+        raise UsageError(f"no result folders under {str(root)!r} (pass one or more: bench report RESULTS... )")
     return folders[-1]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.core import resolve
-from bench.core.errors import DataError, SkipRun, UnknownName
+from bench.core.errors import DataError, SkipRun, UsageError
 from bench.results import identity
 
 
@@ -66,7 +66,7 @@ class Task:
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:
-            raise UnknownName(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")
+            raise UsageError(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")
         return self.budgets[name]
 
     # --- data and model resolution, shared by every task kind -------------------------------------
@@ -77,7 +77,7 @@ class Task:
         """The splits a run reads: training data, plus the evaluation split (`eval`) or the dev split (`dev`;
         none extra when the dev set is carved from the training data). Tuning never opens the evaluation split."""
         if score_on not in ("eval", "dev"):
-            raise UnknownName(f"unknown split to score on {score_on!r} (valid: eval, dev)")
+            raise UsageError(f"unknown split to score on {score_on!r} (valid: eval, dev)")
         extra = self.eval_split if score_on == "eval" else self.dev_split
         return [self.train_split] + ([extra] if extra else [])
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import run_bench
 from test_history import record
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.judge import compare
 
 
@@ -34,7 +34,7 @@ def test_threshold_overrides_per_metric_and_kind():
     assert t.of("accuracy") == ("absolute", 0.05) and t.k == 3
     assert compare.verdict("peak_rss_mb", 1000, math.nan, 1150, math.nan, t)[0] == "unchanged"
     for bad in ["peak_rss_mb", "bogus=0.1", "peak_rss_mb=lots"]:
-        with pytest.raises(UnknownName, match="bogus|NAME=VALUE|bad threshold"):
+        with pytest.raises(UsageError, match="bogus|NAME=VALUE|bad threshold"):
             compare.parse_thresholds([bad])
 
 

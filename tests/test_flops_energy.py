@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.execute.train import train
 from bench.meters import cpu_matmul, energy, flops
 from bench.meters.precision import check
@@ -93,9 +93,9 @@ def test_autocast_trains_on_cpu(precision):
 
 def test_precision_names_are_checked():
     check("bf16", "on")
-    with pytest.raises(UnknownName, match="valid: fp32, bf16, fp16"):
+    with pytest.raises(UsageError, match="valid: fp32, bf16, fp16"):
         check("fp8", "off")
-    with pytest.raises(UnknownName, match="valid: on, off"):
+    with pytest.raises(UsageError, match="valid: on, off"):
         check("fp32", "yes")
 
 
@@ -187,7 +187,7 @@ def test_energy_unavailable_says_why(tmp_path, monkeypatch):
 
 
 def test_cpu_matmul_names_are_checked_and_the_probe_restores_torchs_setting():
-    with pytest.raises(UnknownName, match="unknown --cpu-matmul 'mkl' .valid: default, onednn, auto"):
+    with pytest.raises(UsageError, match="unknown --cpu-matmul 'mkl' .valid: default, onednn, auto"):
         cpu_matmul.check("mkl")
     before = torch.backends.mkldnn.matmul.fp32_precision
     rates = iter([100.0, 105.0])  # oneDNN 5% faster: not enough for auto
@@ -209,7 +209,7 @@ def test_cpu_fp32_peak_is_the_faster_fp32_library_and_bf16_onednn_is_refused(mon
     monkeypatch.setattr(cpu_matmul, "probe", lambda measure: fake_probe(False))  # an AMX CPU: oneDNN is bf16
     assert flops._best_cpu_fp32(torch.device("cpu"))["flops_per_s"] == 2e11
     monkeypatch.setattr(flops, "device_peak", lambda *a: {"gemm": fake_probe(False)})
-    with pytest.raises(UnknownName, match="onednn computes in bf16 on this CPU"):
+    with pytest.raises(UsageError, match="onednn computes in bf16 on this CPU"):
         flops.choose_cpu_matmul("onednn", torch.device("cpu"))
     before = torch.backends.mkldnn.matmul.fp32_precision
     try:

@@ -41,8 +41,8 @@ def test_round_trip_and_pandas_in_one_call(tmp_path):
 
 
 def test_missing_database_is_a_usage_error(tmp_path):
-    from bench.core.errors import UnknownName
-    with pytest.raises(UnknownName, match="no history database"):
+    from bench.core.errors import UsageError
+    with pytest.raises(UsageError, match="no history database"):
         history.records(tmp_path / "nope.db")
     assert not (tmp_path / "nope.db").exists()
 

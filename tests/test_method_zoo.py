@@ -6,7 +6,7 @@ import pytest
 from conftest import run_bench
 
 import methods
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.results.identity import differences
 from methods import spec as specs
 
@@ -37,7 +37,7 @@ def test_a_bad_file_is_a_one_line_error(tmp_path):
                           ("kind: full\nrank: 3\n", "unknown field(s) rank"),
                           ("kind: peft\npeft_type: LORA\ntargets: {rnn: all-linear}\n", "unknown architecture family rnn")]:
         bad.write_text(text)
-        with pytest.raises(UnknownName, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
             specs.load(bad)
         assert "\n" not in str(err.value)
 
@@ -61,7 +61,7 @@ def test_set_overrides_and_sweeps_expand_into_labelled_configurations():
     assert methods.METHODS["lora"].config["r"] == 8  # the registry is untouched
     assert len({json.dumps(s.declared(), sort_keys=True) for s in swept}) == 4
     for bad, message in [(["dora.r=4"], "not among those run"), (["lora.r"], "bad --set")]:
-        with pytest.raises(UnknownName, match=message):
+        with pytest.raises(UsageError, match=message):
             methods.resolve(["lora"], bad)
 
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import run_bench
 from test_history import record
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.core.units import format_mb, parse_fraction, parse_number, parse_percent, parse_size_mb
 from bench.judge import recommend as rec
 
@@ -29,7 +29,7 @@ def test_percentages_fractions_numbers_parse():
 @pytest.mark.parametrize("func, text", [(parse_size_mb, "2XB"), (parse_size_mb, "-1GB"), (parse_size_mb, "GB"),
                                         (parse_percent, "150%"), (parse_percent, "1GB"), (parse_fraction, "x")])
 def test_bad_units_name_the_value(func, text):
-    with pytest.raises(UnknownName, match=repr(text).replace("-", r"\-")):
+    with pytest.raises(UsageError, match=repr(text).replace("-", r"\-")):
         func(text)
 
 
@@ -73,7 +73,7 @@ def test_priorities_pareto_and_near_chance():
     assert result.top == "head" and table.loc["bitfit", "rank"] == 4 and table.loc["bitfit", "near_chance"]
     assert set(table.index[table.pareto]) == {"full", "lora", "head"}
     assert run([], priority="speed").top == "head" and run([]).top == "full"
-    with pytest.raises(UnknownName, match="'cheap'"):
+    with pytest.raises(UsageError, match="'cheap'"):
         run([], priority="cheap")
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from methods import METHODS, get_method
 from methods.base import attention_pair, count_params, family, head_names
 from suites import SUITES, get_suite, get_task
@@ -24,7 +24,7 @@ def test_registries_hold_the_promised_names():
                                        (lambda: get_task("nlp", "mnli"), "mnli"),
                                        (lambda: get_task("nlp", "sst2").budget("huge"), "huge")])
 def test_unknown_names_list_the_valid_ones(call, bad):
-    with pytest.raises(UnknownName) as err:
+    with pytest.raises(UsageError) as err:
         call()
     message = str(err.value)
     assert repr(bad) in message and "valid:" in message and "\n" not in message

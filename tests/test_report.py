@@ -194,8 +194,8 @@ def test_load_records_reads_each_run_once_and_rejects_a_folder_without_results(t
         store.append(r)
     loaded, folders = load_records([tmp_path / "a", tmp_path / "a" / "results.jsonl"])
     assert len(loaded) == len(records) and folders == [tmp_path / "a"] * 2
-    from bench.core.errors import UnknownName
-    with pytest.raises(UnknownName, match="no results in .*nowhere"):
+    from bench.core.errors import UsageError
+    with pytest.raises(UsageError, match="no results in .*nowhere"):
         load_records([tmp_path / "nowhere"])
 
 

@@ -1,8 +1,9 @@
 """Errors the CLI turns into one line (and an exit code) instead of a traceback."""
 
 
-class UnknownName(ValueError):
-    """A suite/task/method/budget name that is not registered; the message lists the valid ones. Exit 2."""
+class UsageError(ValueError):
+    """A bad name, value or setting given by the user (an unregistered suite or method, a bad --lr, a missing
+    results folder); the message says what is valid. Exit 2."""
 
 
 class SkipRun(Exception):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 
 _SIZE_UNITS_MB = {"": 1.0, "b": 2.0**-20, "kb": 2.0**-10, "kib": 2.0**-10, "k": 2.0**-10, "mb": 1.0,
                   "mib": 1.0, "m": 1.0, "gb": 1024.0, "gib": 1024.0, "g": 1024.0, "tb": 2.0**20, "tib": 2.0**20}
@@ -23,7 +23,7 @@ def parse_size_mb(text: str) -> float:
     """'2GB' -> 2048.0, '512MB' -> 512.0, '800' -> 800.0 (MB when no unit is given)."""
     parsed = _split(text)
     if parsed is None or parsed[1] not in _SIZE_UNITS_MB or parsed[0] < 0:
-        raise UnknownName(f"bad size {text!r} (expected a number with a unit: B, KB, MB, GB, TB; e.g. 2GB)")
+        raise UsageError(f"bad size {text!r} (expected a number with a unit: B, KB, MB, GB, TB; e.g. 2GB)")
     return parsed[0] * _SIZE_UNITS_MB[parsed[1]]
 
 
@@ -31,7 +31,7 @@ def parse_percent(text: str) -> float:
     """'1%' -> 1.0 and '1' -> 1.0: a share in percent, the unit of `trainable_pct`."""
     parsed = _split(text)
     if parsed is None or parsed[1] not in ("", "%") or not 0 <= parsed[0] <= 100:
-        raise UnknownName(f"bad percentage {text!r} (expected a number from 0 to 100, e.g. 1% or 0.5%)")
+        raise UsageError(f"bad percentage {text!r} (expected a number from 0 to 100, e.g. 1% or 0.5%)")
     return parsed[0]
 
 
@@ -39,7 +39,7 @@ def parse_fraction(text: str) -> float:
     """A relative amount: '0.2' -> 0.2 and '20%' -> 0.2."""
     parsed = _split(text)
     if parsed is None or parsed[1] not in ("", "%") or parsed[0] < 0:
-        raise UnknownName(f"bad threshold {text!r} (expected a non-negative number such as 0.2 or 20%)")
+        raise UsageError(f"bad threshold {text!r} (expected a non-negative number such as 0.2 or 20%)")
     return parsed[0] / 100 if parsed[1] == "%" else parsed[0]
 
 
@@ -47,7 +47,7 @@ def parse_number(text: str) -> float:
     """A plain number; '%' means percent of one ('85%' -> 0.85), the way ratio metrics are stored."""
     parsed = _split(text)
     if parsed is None or parsed[1] not in ("", "%"):
-        raise UnknownName(f"bad number {text!r} (expected e.g. 0.85 or 85%)")
+        raise UsageError(f"bad number {text!r} (expected e.g. 0.85 or 85%)")
     return parsed[0] / 100 if parsed[1] == "%" else parsed[0]
 
 
@@ -57,7 +57,7 @@ def name_value(text: str, what: str) -> tuple[str | None, str]:
     if not sep:
         return None, text
     if not name.strip() or not value.strip():
-        raise UnknownName(f"bad {what} {text!r} (expected NAME=VALUE)")
+        raise UsageError(f"bad {what} {text!r} (expected NAME=VALUE)")
     return name.strip(), value.strip()
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.execute.process import LOG_TAIL_CHARS, POLL_S, exit_reason, log_name, partial_path, record_of_dead_worker
 
 # The driver's settings a worker on another node needs (offline flags, caches, fault injection in tests).
@@ -33,7 +33,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UnknownName("--executor ray needs Ray, an optional extra: pip install -e \".[ray]\"") from None
+        raise UsageError("--executor ray needs Ray, an optional extra: pip install -e \".[ray]\"") from None
     return ray
 
 

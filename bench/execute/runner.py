@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.execute.allocator import tune_allocator
 from bench.execute.process import (
     LOG_TAIL_CHARS,
@@ -134,7 +134,7 @@ def start_method() -> str:
     """
     method = os.environ.get("BENCH_WORKER_START", "forkserver")
     if method not in ("forkserver", "spawn"):
-        raise UnknownName(f"unknown BENCH_WORKER_START {method!r} (valid: spawn, forkserver)")
+        raise UsageError(f"unknown BENCH_WORKER_START {method!r} (valid: spawn, forkserver)")
     return method
 
 

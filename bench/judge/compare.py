@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.core.metrics import headline_metric, metric_info, reference_spread
 from bench.judge import ties
 from bench.judge.verdicts import KINDS, Thresholds, gated_metrics, parse_thresholds, verdict  # noqa: F401 (re-exported)
@@ -179,11 +179,11 @@ def resolve(ref: str, db: Path, suite: str | None = None, before: Side | None = 
         folder = path.parent if path.name == "results.jsonl" else path
         records = [r for r in ResultStore(folder).records() if suite is None or r.get("suite") == suite]
         if not records:
-            raise UnknownName(f"no results{f' for suite {suite}' if suite else ''} in folder {str(folder)!r}")
+            raise UsageError(f"no results{f' for suite {suite}' if suite else ''} in folder {str(folder)!r}")
         return Side(str(folder), records)
     inv = history.invocations(db, **({"suite": suite} if suite else {}))
     if inv.empty:
-        raise UnknownName(f"reference {ref!r} needs the history, but {str(db)!r} holds no runs"
+        raise UsageError(f"reference {ref!r} needs the history, but {str(db)!r} holds no runs"
                           f"{f' of suite {suite}' if suite else ''}")
     if ref == "latest":
         chosen = inv.iloc[-1]
@@ -195,7 +195,7 @@ def resolve(ref: str, db: Path, suite: str | None = None, before: Side | None = 
             if len(ref) >= 4 else inv.iloc[:0]
         found = by_id if len(by_id) else by_commit
         if found.empty:
-            raise UnknownName(f"unknown reference {ref!r} (valid: a results folder, latest, previous, an invocation "
+            raise UsageError(f"unknown reference {ref!r} (valid: a results folder, latest, previous, an invocation "
                               f"id or a git commit in the history; latest is {inv.iloc[-1].invocation})")
         chosen = found.iloc[-1]  # the newest invocation at that commit
     records = history.records(db, invocation=chosen.invocation)
@@ -207,7 +207,7 @@ def _previous(inv: pd.DataFrame, before: Side | None):
     """The newest invocation older than the candidate that shares a configuration with it."""
     if before is None:
         if len(inv) < 2:
-            raise UnknownName("reference 'previous' needs two invocations in the history, found "
+            raise UsageError("reference 'previous' needs two invocations in the history, found "
                               f"{len(inv)}")
         return inv.iloc[-2]
     ours = {r.get("invocation") for r in before.records}
@@ -216,7 +216,7 @@ def _previous(inv: pd.DataFrame, before: Side | None):
     older = inv[~inv.invocation.isin(ours) & (inv.finished_at.fillna("") <= newest)]
     older = older[older.configs.map(lambda cs: bool(cs & configs))]
     if older.empty:
-        raise UnknownName("reference 'previous': the history holds no earlier run of the candidate's "
+        raise UsageError("reference 'previous': the history holds no earlier run of the candidate's "
                           "configurations (suite, task, method, budget)")
     return older.iloc[-1]
 

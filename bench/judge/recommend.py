@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.core.metrics import chance_level, headline_metric, metric_info, near_chance
 from bench.core.units import format_mb
 from bench.judge import ties
@@ -88,7 +88,7 @@ def select_runs(records: list[dict], since: str | None, commit: str | None,
         newest = max(records, key=lambda r: r.get("finished_at") or "").get("invocation")
         return [r for r in records if r.get("invocation") == newest], f"invocation {newest}"
     if not kept:
-        raise UnknownName(f"no successful runs of {what} (drop --commit/--since to use the newest invocation)")
+        raise UsageError(f"no successful runs of {what} (drop --commit/--since to use the newest invocation)")
     return kept, what
 
 
@@ -110,20 +110,20 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
               folders: bool = False) -> Result:
     """`folders`: the records are results folders' (each run once, a re-run replacing it), not the history's."""
     if priority not in PRIORITIES:
-        raise UnknownName(f"unknown priority {priority!r} (valid: {', '.join(PRIORITIES)})")
+        raise UsageError(f"unknown priority {priority!r} (valid: {', '.join(PRIORITIES)})")
     # a re-run replaces its earlier record, never adds a seed; the history keeps each night's run
     records = latest_runs(records) if folders else latest_runs(records, per=("invocation",))
     ok = [r for r in records if r.get("suite") == suite and r.get("task") == task and r.get("status") == "ok"]
     if not ok:
-        raise UnknownName(f"no successful runs of {suite}/{task} to recommend from")
+        raise UsageError(f"no successful runs of {suite}/{task} to recommend from")
     condition, ok = select_condition(ok, budget, model, device)
     if not ok:
-        raise UnknownName(f"no successful runs of {suite}/{task} with budget {condition['budget']}, model "
+        raise UsageError(f"no successful runs of {suite}/{task} with budget {condition['budget']}, model "
                           f"{condition['model']}, device {condition['device']}")
     ok, selection = select_runs(ok, since, commit, folders)
     head, memory = headline_metric(ok), memory_metric(condition["device"], ok)
     if head is None:
-        raise UnknownName(f"task {task!r} records no task metric")
+        raise UsageError(f"task {task!r} records no task metric")
     placeholders = {HEADLINE: head, MEMORY: memory}
     constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]
     wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", "adapter_size_mb", "latency_p50_ms",

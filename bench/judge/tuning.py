@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = PROJECT / "suites" / "tuned"
@@ -32,7 +32,7 @@ def tuned_dir() -> Path:
 def grid(centre: float, points: int = POINTS, span: float = SPAN) -> list[float]:
     """`points` log-spaced rates from centre/sqrt(span) to centre*sqrt(span), 3 significant digits."""
     if points < 2 or span <= 1:
-        raise UnknownName(f"bad grid: {points} points over a span of {span:g} (expected >= 2 points, span > 1)")
+        raise UsageError(f"bad grid: {points} points over a span of {span:g} (expected >= 2 points, span > 1)")
     exps = [-0.5 + i / (points - 1) for i in range(points)]
     return [float(f"{centre * span ** e:.3g}") for e in exps]
 
@@ -54,7 +54,7 @@ def load(task: str, budget: str, folder: Path | None = None) -> dict:
         return {}
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data.get("methods"), dict):
-        raise UnknownName(f"{p}: not a tuning file (no `methods` mapping); re-run `python -m bench tune`")
+        raise UsageError(f"{p}: not a tuning file (no `methods` mapping); re-run `python -m bench tune`")
     return data
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.core.metrics import METRICS, metric_info
 from bench.core.units import name_value, parse_fraction, parse_number
 
@@ -46,10 +46,10 @@ def parse_thresholds(items: list[str] | None, k: float = DEFAULT_K) -> Threshold
     for item in items or []:
         name, value = name_value(item, "--threshold")
         if name is None:
-            raise UnknownName(f"bad --threshold {item!r} (expected NAME=VALUE, NAME a metric or one of "
+            raise UsageError(f"bad --threshold {item!r} (expected NAME=VALUE, NAME a metric or one of "
                               f"{', '.join(KINDS)})")
         if name not in KINDS and (metric_info(name).higher_is_better is None):
-            raise UnknownName(f"unknown metric {name!r} in --threshold (valid: {', '.join(KINDS)} or a metric "
+            raise UsageError(f"unknown metric {name!r} in --threshold (valid: {', '.join(KINDS)} or a metric "
                               f"with a direction: {', '.join(gated_metrics())})")
         absolute = name == "task" or (name not in KINDS and metric_info(name).kind == "task")
         out.overrides[name] = parse_number(value) if absolute else parse_fraction(value)

@@ -15,7 +15,7 @@ divides by the faster library's rate either way. Naming a backend imports no tor
 """
 from __future__ import annotations
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 
 BACKENDS = ("default", "onednn", "auto")
 _FLAG = {"default": "none", "onednn": "bf16"}  # torch.backends.mkldnn.matmul.fp32_precision for each
@@ -24,7 +24,7 @@ MIN_GAIN = 1.10  # auto: oneDNN must beat the default by this much
 
 def check(backend: str) -> None:
     if backend not in BACKENDS:
-        raise UnknownName(f"unknown --cpu-matmul {backend!r} (valid: {', '.join(BACKENDS)})")
+        raise UsageError(f"unknown --cpu-matmul {backend!r} (valid: {', '.join(BACKENDS)})")
 
 
 def use(backend: str) -> None:

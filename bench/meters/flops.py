@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.meters import cpu_matmul
 
 # Dense tensor-core peaks in TFLOP/s ("tf32": fp32 matmuls with TF32 on); first substring of the name wins.
@@ -222,7 +222,7 @@ def choose_cpu_matmul(requested: str, device) -> str | None:
     gemm = device_peak(device, "fp32", False)["gemm"]
     backend = gemm["auto"] if requested == "auto" else requested
     if backend == "onednn" and not gemm["onednn_is_fp32"]:
-        raise UnknownName(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
+        raise UsageError(f"--cpu-matmul onednn computes in bf16 on this CPU (error {gemm['onednn']['max_error']:.2g} "
                           f"vs {gemm['default']['max_error']:.2g}); valid here: default, auto")
     if backend != "default":  # the default leaves torch's settings untouched
         cpu_matmul.use(backend)  # the probe ran in this process: ~17 MB of library buffers stay (README)

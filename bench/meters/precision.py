@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TF32 = ("on", "off")
@@ -12,9 +12,9 @@ TF32 = ("on", "off")
 
 def check(precision: str, tf32: str) -> None:
     if precision not in PRECISIONS:
-        raise UnknownName(f"unknown precision {precision!r} (valid: {', '.join(PRECISIONS)})")
+        raise UsageError(f"unknown precision {precision!r} (valid: {', '.join(PRECISIONS)})")
     if tf32 not in TF32:
-        raise UnknownName(f"unknown --tf32 {tf32!r} (valid: {', '.join(TF32)})")
+        raise UsageError(f"unknown --tf32 {tf32!r} (valid: {', '.join(TF32)})")
 
 
 def dtype(precision: str):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.errors import UnknownName
+from bench.core.errors import UsageError
 from bench.core.metrics import metric_info
 
 DB_NAME = "history.db"
@@ -68,7 +68,7 @@ def default_path(out_dir: str | os.PathLike | None = None) -> Path:
 def connect(path: str | os.PathLike, create: bool = True):
     path = Path(path)
     if not create and not path.is_file():
-        raise UnknownName(f"no history database at {str(path)!r} (run `bench run` first, or pass --db)")
+        raise UsageError(f"no history database at {str(path)!r} (run `bench run` first, or pass --db)")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) so a writer takes the lock
     # up front and waits for it under the busy timeout instead of failing half-way.
@@ -146,7 +146,7 @@ def import_folder(path: str | os.PathLike, folder: str | os.PathLike) -> int:
     from bench.results.store import ResultStore
     records = ResultStore(folder).records()
     if not records:
-        raise UnknownName(f"no results in {str(folder)!r} (expected {Path(folder) / 'results.jsonl'})")
+        raise UsageError(f"no results in {str(folder)!r} (expected {Path(folder) / 'results.jsonl'})")
     return record_runs(path, records, source=str(Path(folder).resolve()))
 
 
