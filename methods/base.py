@@ -124,8 +124,6 @@ def count_params(model: torch.nn.Module, heads: list[str]) -> dict:
     trainable = total = head = 0
     for name, param in model.named_parameters():
         n = param.numel()
-        if param.__class__.__name__ == "Params4bit":  # packed two per byte (peft counts it so too)
-            n *= 2
         total += n
         if param.requires_grad:
             trainable += n

@@ -36,7 +36,7 @@ def test_entity_f1_by_sentence_equals_seqeval():
     pred = [["B-PER", "I-PER", "O"], ["B-PER", "O"], ["O", "B-ORG"]]
     per_sentence = stats.example_stats("entity_f1", gold, pred)
     assert per_sentence.tolist() == [[1, 1, 1], [0, 1, 1], [1, 1, 1]]
-    assert stats.point("entity_f1", per_sentence) == pytest.approx(f1_score(gold, pred))
+    assert stats.value("entity_f1", per_sentence.sum(0)) == pytest.approx(f1_score(gold, pred))
     low, high = stats.bootstrap_ci("entity_f1", per_sentence)
     assert 0 <= low <= f1_score(gold, pred) <= high <= 1
 

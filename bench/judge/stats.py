@@ -53,10 +53,6 @@ def _normalise(metric: str, stats: np.ndarray) -> np.ndarray:
     return stats / len(stats) if metric == "accuracy" else stats  # accuracy: sums of 1/n are means
 
 
-def point(metric: str, stats: np.ndarray) -> float:
-    return float(value(metric, _normalise(metric, stats).sum(0)))
-
-
 def bootstrap_ci(metric: str, stats: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
                  level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of the metric over `resamples` bootstrap resamples of the examples."""
@@ -76,8 +72,3 @@ def paired_difference(metric: str, a: np.ndarray, b: np.ndarray, resamples: int 
     diff = value(metric, w @ a) - value(metric, w @ b)
     lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
     return float(value(metric, a.sum(0)) - value(metric, b.sum(0))), float(lo), float(hi)
-
-
-def tied(low: float, high: float) -> bool:
-    """Tied within noise: the interval of the difference holds 0."""
-    return low <= 0 <= high

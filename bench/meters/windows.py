@@ -12,7 +12,6 @@ import gc
 import resource
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import psutil
@@ -146,17 +145,6 @@ class WindowTimer:
             self.cpu += time.process_time() - self._t0[1]
             self.windows += 1
             self._t0 = None
-
-    @contextmanager
-    def section(self, timed: bool = True):
-        """One window around a block (or, with timed=False, the block untimed)."""
-        if timed:
-            self.start()
-        try:
-            yield
-        finally:
-            if timed:
-                self.stop()
 
 
 def time_call_ms(fn, device: torch.device) -> float:

@@ -198,13 +198,6 @@ def records(path: str | os.PathLike, **filters) -> list[dict]:
     return out
 
 
-def long(path: str | os.PathLike, **filters) -> pd.DataFrame:
-    """The `runs_long` view as a DataFrame: one row per run x metric."""
-    where, args = _where(filters)
-    with connect(path, create=False) as con:
-        return pd.read_sql(f"SELECT * FROM runs_long r{where} ORDER BY r.finished_at, r.suite, r.task, r.method, r.seed", con, params=args)
-
-
 def invocations(path: str | os.PathLike, **filters) -> pd.DataFrame:
     """One row per invocation (a `bench run` call), oldest first: when it ended, its commit(s), its configs."""
     frame = runs(path, **filters)
