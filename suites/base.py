@@ -171,10 +171,6 @@ class Task:
         """The task's metrics from predictions (so saved predictions can be re-scored without the model)."""
         raise NotImplementedError
 
-    def evaluate(self, model: torch.nn.Module, batches: list[Batch], device: torch.device) -> dict:
-        predictions, extra = self.predict(model, batches, device)
-        return {**self.score(predictions), **extra}
-
     # --- shared defaults --------------------------------------------------------------------------
     def length(self, example: dict) -> int:
         return len(example["input_ids"])
