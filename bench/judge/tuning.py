@@ -13,12 +13,12 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from bench.core.errors import UsageError
+from bench.meters.environment import git_commit
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = PROJECT / "suites" / "tuned"
@@ -90,10 +90,3 @@ def write(task, budget: str, metric: str, results: dict, seeds: list[int], point
     p.write_text(header + yaml.safe_dump(data, sort_keys=False, width=110, default_flow_style=None))
     return p
 
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -7,8 +7,10 @@ import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PACKAGES = ["torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "bitsandbytes",
             "numpy", "pandas", "seqeval", "scikit-learn", "peft-bench"]
@@ -26,6 +28,8 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's HEAD commit, with `-dirty` appended when tracked files differ from it (untracked files do
+    not count): a figure or a tuned rate from uncommitted code says so. None outside a git checkout."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
@@ -47,6 +51,7 @@ def versions() -> dict[str, str]:
 
 
 def environment(device: torch.device) -> dict:
+    import torch  # here, not at the top: `bench tune` records git_commit() without loading torch
     env = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
