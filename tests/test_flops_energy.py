@@ -57,7 +57,8 @@ class _Model(nn.Module):
 
 
 def _train(steps=8, **kw):
-    task = SimpleNamespace(train_mode=lambda m: m.train(), real_tokens=lambda b: 0)
+    task = SimpleNamespace(train_mode=lambda m: m.train(), real_tokens=lambda b: 0,
+                           loss=lambda logits, labels: nn.functional.cross_entropy(logits, labels))
     method = SimpleNamespace(forward=lambda m, b: m(**b), on_step=lambda m, s: None, added_positions=0)
     batches = ({"x": torch.randn(M, K), "labels": torch.randint(0, N, (M,))} for _ in range(steps))
     return train(_Model(), batches, task=task, method=method, total_steps=steps, lr=1e-3,
