@@ -6,12 +6,12 @@ from a config with random weights, saved once to a cache folder so that every me
 """
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.core.cache import cache_root
 from suites.base import Budget
 from suites.text_classification import TextClassificationTask
 
@@ -54,7 +54,7 @@ def build_tiny_bert(name: str, vocab: list[str]) -> Path:
     """Build (once) a tiny random BERT with this vocabulary in the cache folder `name`; shared by smoke tasks."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    root = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "peft-bench"))
+    root = cache_root()
     folder = root / name
     if (folder / "config.json").is_file():
         return folder

@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def cache_root() -> Path:
+    """Where every cache of the project lives (encoded data, peak FLOP/s, the smoke tasks' tiny models)."""
+    return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "peft-bench")
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "peft-bench") / "encoded"
+    return cache_root() / "encoded"
 
 
 def enabled() -> bool:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.core.cache import cache_root
 from bench.core.errors import UsageError
 from bench.meters import cpu_matmul
 
@@ -61,7 +62,7 @@ def counter() -> FlopCounterMode:
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "peft-bench")) / "peak_flops.json"
+    return cache_root() / "peak_flops.json"
 
 
 def _kind(precision: str, tf32: bool, device: torch.device) -> str:
