@@ -14,7 +14,7 @@ import jinja2
 
 from bench.core.errors import UsageError
 from bench.core.files import write_text
-from bench.results.store import RESULTS_FILE, ResultStore, latest_runs
+from bench.results.store import RESULTS_FILE, ResultStore, latest_folder, latest_runs
 from reports.markdown import markdown_report
 from reports.plots import history_plot, method_colors, section_plots
 from reports.sections import build_sections, fmt_number
@@ -93,7 +93,7 @@ def write_report(records: list[dict], html_path: Path, sources: list[Path],
 
 def latest_results(root: Path) -> Path:
     """The newest result folder under `root` (what `bench run` writes by default), for a bare `bench report`."""
-    folders = sorted((p.parent for p in Path(root).glob(f"*/{RESULTS_FILE}")), key=lambda p: p.stat().st_mtime)
-    if not folders:
+    folder = latest_folder(root)
+    if folder is None:
         raise UsageError(f"no result folders under {str(root)!r} (pass one or more: bench report RESULTS... )")
-    return folders[-1]
+    return folder
