@@ -139,7 +139,7 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
             return f"{head} - {r['error']}"
         metric = metric_of[r["task"]]
         return (f"{head}  {metric}={m.get(metric, float('nan')):.4f}  trainable={m['trainable_pct']:.3g}%  "
-                f"peak={m['peak_rss_mb']:.0f}MB  "
+                f"peak={m['peak_train_mb']:.0f}MB  "
                 + (f"gpu={m['cuda_max_allocated_mb']:.0f}MB  " if "cuda_max_allocated_mb" in m else "")
                 + f"{m.get('train_examples_per_s', float('nan')):.1f} ex/s  "
                 f"mfu={m.get('train_mfu', float('nan')):.3f}  ({m['wall_time_s']:.0f}s)")
@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default: every metric with a direction)")
     cmp.add_argument("--threshold", action="append", metavar="NAME=VALUE",
                      help="per metric or kind: absolute for task metrics (accuracy=0.02), relative for the others "
-                          "(peak_rss_mb=0.2, speed=50%%); repeatable")
+                          "(peak_train_mb=0.2, speed=50%%); repeatable")
     cmp.add_argument("--k", type=float, default=2.0, help="noise multiplier on the seed std (default: 2)")
     cmp.add_argument("--markdown", action="store_true", help="GitHub-flavoured Markdown (CI job summary)")
     cmp.add_argument("--db", type=Path, help=db_help)

@@ -32,7 +32,7 @@ FIGSIZE = (4.6, 3.3)
 # Pareto plots: x metric, axis label, log scale. The headline metric is always y.
 PARETO_AXES = [
     ("trainable_params", "trainable parameters (log)", True),
-    ("peak_rss_mb", "peak RSS (MB)", False),
+    ("peak_train_mb", "peak RSS (MB)", False),
     ("train_examples_per_s", "training throughput (examples/s)", False),
 ]
 
@@ -72,7 +72,7 @@ def pareto_plot(section: Section, x_metric: str, x_label: str, log_x: bool, colo
         return None
     y_metric = section.metric
     # The memory plot uses GPU memory when the runs were on a GPU: RSS then misses most of the cost.
-    if x_metric == "peak_rss_mb" and any(r.stats.get("cuda_max_allocated_mb") and r.stats["cuda_max_allocated_mb"].n
+    if x_metric == "peak_train_mb" and any(r.stats.get("cuda_max_allocated_mb") and r.stats["cuda_max_allocated_mb"].n
                                          for r in section.rows):
         x_metric, x_label = "cuda_max_allocated_mb", "peak GPU memory allocated (MB)"
     rows = [r for r in section.rows if not math.isnan(r.mean(x_metric)) and not math.isnan(r.mean(y_metric))

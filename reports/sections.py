@@ -19,7 +19,7 @@ DIRECTION_OF = {"trainable_params": "trainable_pct"}
 COST_COLUMNS = {
     "trainable_params": "trainable params",
     "trainable_pct": "trainable share",
-    "peak_rss_mb": "peak RSS",
+    "peak_train_mb": "peak RSS",
     "cuda_max_allocated_mb": "peak GPU memory",
     "train_examples_per_s": "train throughput",
     "train_mfu": "MFU",  # of the device's measured peak at the run's precision
@@ -27,7 +27,7 @@ COST_COLUMNS = {
     "latency_p50_ms": "latency p50",
     "latency_p95_ms": "latency p95",
     "latency_merged_p50_ms": "latency p50 merged",
-    "adapter_size_mb": "adapter size",
+    "adapter_tensor_mb": "adapter size",
 }
 SECTION_KEYS = ("suite", "task", "budget", "model", "device")
 

@@ -12,7 +12,7 @@ ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "d
               "started_at", "finished_at", "error"]
 SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "trainable %": "trainable_pct",
-    "peak RSS MB": "peak_rss_mb",
+    "peak RSS MB": "peak_train_mb",
     "GPU MB": "cuda_max_allocated_mb",  # GPU runs only (dropped when no run has it)
     "train ex/s": "train_examples_per_s",
     "MFU": "train_mfu",
@@ -20,7 +20,7 @@ SUMMARY_COLUMNS = {  # column in the printed summary <- metric
     "p50 ms": "latency_p50_ms",
     "p95 ms": "latency_p95_ms",
     "merged p50 ms": "latency_merged_p50_ms",
-    "size MB": "adapter_size_mb",
+    "size MB": "adapter_tensor_mb",
     "wall s": "wall_time_s",
 }
 OPTIONAL_COLUMNS = ["GPU MB"]

@@ -20,9 +20,9 @@ def test_every_method_completes_with_measurements(smoke_run):
     wide = smoke_table(smoke_run, "sentiment")
     assert sorted(wide.method) == sorted(METHODS)
     assert (wide.status == "ok").all(), wide[["method", "status", "error"]]
-    for col in ["accuracy", "trainable_params", "total_params", "trainable_pct", "head_params", "peak_rss_mb",
+    for col in ["accuracy", "trainable_params", "total_params", "trainable_pct", "head_params", "peak_train_mb",
                 "peak_rss_increase_mb", "train_examples_per_s", "train_tokens_per_s", "latency_p50_ms",
-                "latency_p95_ms", "eval_examples_per_s", "infer_examples_per_s", "adapter_size_mb", "wall_time_s",
+                "latency_p95_ms", "eval_examples_per_s", "infer_examples_per_s", "adapter_tensor_mb", "wall_time_s",
                 "train_loss"]:
         assert wide[col].notna().all(), col
     assert wide.accuracy.between(0, 1).all()
@@ -66,7 +66,7 @@ def test_every_method_runs_on_every_smoke_task_or_is_skipped_naming_the_architec
     assert (peft.adapted_layers > 0).all()
     # Sizes are tensor bytes; the folder (model card, JSON) is recorded beside them and is larger.
     assert (peft.adapter_tensor_mb < peft.adapter_folder_mb).all()
-    assert (peft.adapter_size_mb == peft.adapter_tensor_mb).all()
+    assert "adapter_size_mb" not in ok and "peak_rss_mb" not in ok  # schema 2: the aliases are retired
     # Methods that merge also time the merged model; prompt-based ones cannot merge.
     merging = ok[ok.method.isin(["lora", "dora", "ia3", "loha"])]
     assert merging.latency_merged_p50_ms.notna().all()
@@ -78,8 +78,9 @@ def test_long_table_has_units_and_records_hold_env(smoke_run):
     out, _ = smoke_run
     long = pd.read_csv(out / "results_long.csv")
     assert set(long.columns) >= {"suite", "task", "method", "seed", "metric", "value", "unit"}
-    assert long.loc[long.metric == "peak_rss_mb", "unit"].eq("MB").all()
+    assert long.loc[long.metric == "peak_train_mb", "unit"].eq("MB").all()
     record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert record["schema"] == 2
     assert record["env"]["packages"]["torch"] and record["env"]["cpu_model"]
     assert record["loss_curve"]
     # Where the run's time went, phase by phase, and which library ran its fp32 matmuls (a CPU run).

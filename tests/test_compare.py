@@ -16,8 +16,8 @@ from bench.judge import compare
     ("accuracy", 0.90, 0.02, 0.85, 0.02, "regressed"),
     ("accuracy", 0.80, math.nan, 0.85, math.nan, "improved"),
     ("train_loss", 0.30, math.nan, 0.60, math.nan, "regressed"),  # lower is better
-    ("peak_rss_mb", 1000, math.nan, 1090, math.nan, "unchanged"),  # +9% < 10%
-    ("peak_rss_mb", 1000, math.nan, 1150, math.nan, "regressed"),
+    ("peak_train_mb", 1000, math.nan, 1090, math.nan, "unchanged"),  # +9% < 10%
+    ("peak_train_mb", 1000, math.nan, 1150, math.nan, "regressed"),
     ("peak_rss_increase_mb", 15, math.nan, 20, math.nan, "unchanged"),  # the 10 MB memory floor
     ("train_examples_per_s", 100, math.nan, 80, math.nan, "unchanged"),  # -20% < 25%
     ("train_examples_per_s", 100, math.nan, 60, math.nan, "regressed"),  # a planted sleep
@@ -29,11 +29,11 @@ def test_verdicts(metric, base, base_std, cand, cand_std, expected):
 
 
 def test_threshold_overrides_per_metric_and_kind():
-    t = compare.parse_thresholds(["peak_rss_mb=20%", "speed=0.5", "accuracy=0.05"], k=3)
-    assert t.of("peak_rss_mb") == ("relative", 0.2) and t.of("latency_p95_ms") == ("relative", 0.5)
+    t = compare.parse_thresholds(["peak_train_mb=20%", "speed=0.5", "accuracy=0.05"], k=3)
+    assert t.of("peak_train_mb") == ("relative", 0.2) and t.of("latency_p95_ms") == ("relative", 0.5)
     assert t.of("accuracy") == ("absolute", 0.05) and t.k == 3
-    assert compare.verdict("peak_rss_mb", 1000, math.nan, 1150, math.nan, t)[0] == "unchanged"
-    for bad in ["peak_rss_mb", "bogus=0.1", "peak_rss_mb=lots"]:
+    assert compare.verdict("peak_train_mb", 1000, math.nan, 1150, math.nan, t)[0] == "unchanged"
+    for bad in ["peak_train_mb", "bogus=0.1", "peak_train_mb=lots"]:
         with pytest.raises(UsageError, match="bogus|NAME=VALUE|bad threshold"):
             compare.parse_thresholds([bad])
 
@@ -56,13 +56,13 @@ def test_seed_noise_widens_the_task_threshold():
 
 
 def test_fewer_successful_seeds_is_a_regression_and_a_vanished_metric_is_gated():
-    base = [record(seed=s, accuracy=0.9, peak_rss_mb=500.0) for s in range(3)]
+    base = [record(seed=s, accuracy=0.9, peak_train_mb=500.0) for s in range(3)]
     cand = [record(seed=0, accuracy=0.9), record(seed=1, status="failed"), record(seed=2, status="failed")]
     table = compare.compare(base, cand)
     runs = table[table.metric == "(runs)"].iloc[0]
     assert runs.verdict == "regressed" and "1 of 3 candidate runs succeeded, baseline 3 of 3" in runs.note
-    assert table.set_index("metric").loc["peak_rss_mb", "verdict"] == "vanished"
-    assert set(compare.regressions(table).metric) == {"(runs)", "peak_rss_mb"}
+    assert table.set_index("metric").loc["peak_train_mb", "verdict"] == "vanished"
+    assert set(compare.regressions(table).metric) == {"(runs)", "peak_train_mb"}
 
 
 def test_a_rerun_counts_once_not_as_another_seed():

@@ -63,8 +63,8 @@ def test_recommend_picks_lora_over_full_when_tied_on_accuracy_and_lighter(tmp_pa
     base = (rng.random(872) < 0.84).astype(int)
     flipped = base.copy()
     flipped[np.flatnonzero(base == 1)[:1]] = 0  # full 0.1 point better: not a real difference
-    full = saved_run(tmp_path, "full", base, peak_rss_mb=1400.0, train_examples_per_s=90.0)
-    lora = saved_run(tmp_path, "lora", flipped, peak_rss_mb=1100.0, train_examples_per_s=200.0)
+    full = saved_run(tmp_path, "full", base, peak_train_mb=1400.0, train_examples_per_s=90.0)
+    lora = saved_run(tmp_path, "lora", flipped, peak_train_mb=1100.0, train_examples_per_s=200.0)
     result = rec.recommend([full, lora], "smoke", "sentiment", [], "metric")
     assert full["metrics"]["accuracy"] > lora["metrics"]["accuracy"]  # the raw maximum is full's
     assert result.top == "lora"
@@ -75,13 +75,13 @@ def test_recommend_picks_lora_over_full_when_tied_on_accuracy_and_lighter(tmp_pa
 
 def test_recommend_uses_the_newest_invocation_not_the_whole_history(tmp_path):
     old = [record(method="full", invocation="old", finished="2026-01-01T00:00:00+00:00", accuracy=0.99,
-                  peak_rss_mb=100.0),
+                  peak_train_mb=100.0),
            record(method="lora", invocation="old", finished="2026-01-01T00:00:00+00:00", accuracy=0.10,
-                  peak_rss_mb=100.0)]
+                  peak_train_mb=100.0)]
     new = [record(method="full", invocation="new", finished="2026-02-01T00:00:00+00:00", accuracy=0.50,
-                  peak_rss_mb=100.0),
+                  peak_train_mb=100.0),
            record(method="lora", invocation="new", finished="2026-02-01T00:00:00+00:00", accuracy=0.90,
-                  peak_rss_mb=100.0)]
+                  peak_train_mb=100.0)]
     result = rec.recommend(old + new, "smoke", "sentiment", [], "metric")
     assert result.top == "lora" and "invocation new" in result.title
     assert rec.recommend(old + new, "smoke", "sentiment", [], "metric", commit="abc").title.count("commit abc")

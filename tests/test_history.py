@@ -21,23 +21,55 @@ def record(method="lora", seed=0, invocation="inv-1", finished="2026-01-01T00:00
     return {"run_id": uuid.uuid4().hex, "invocation": invocation, "suite": "smoke", "task": "sentiment",
             "method": method, "seed": seed, "budget": "quick", "model": "tiny", "device": "cpu", "status": status,
             "error": None if status == "ok" else "boom", "started_at": finished, "finished_at": finished,
-            "metrics": metrics or {"accuracy": 0.9, "peak_rss_mb": 500.0}, "info": {"x": 1}, "loss_curve": [[1, 0.5]],
+            "metrics": metrics or {"accuracy": 0.9, "peak_train_mb": 500.0}, "info": {"x": 1}, "loss_curve": [[1, 0.5]],
             "env": {"hostname": "h", "git_commit": commit, "packages": {"torch": "2.13.0"}}}
 
 
 def test_round_trip_and_pandas_in_one_call(tmp_path):
     db = tmp_path / "history.db"
-    recs = [record(seed=s, accuracy=0.8 + s / 100, peak_rss_mb=500.0) for s in range(3)]
+    recs = [record(seed=s, accuracy=0.8 + s / 100, peak_train_mb=500.0) for s in range(3)]
     assert history.record_runs(db, recs) == 3
     history.record_runs(db, recs[:1])  # same run_id again: replaced, not duplicated
     back = history.records(db, suite="smoke")
     assert [r["run_id"] for r in back] == [r["run_id"] for r in recs]
-    assert back[1]["metrics"] == {"accuracy": pytest.approx(0.81), "peak_rss_mb": 500.0}
+    assert back[1]["metrics"] == {"accuracy": pytest.approx(0.81), "peak_train_mb": 500.0}
     assert back[0]["env"]["packages"] == {"torch": "2.13.0"} and back[0]["git_commit"] == "abc123"
     long = pd.read_sql("SELECT * FROM runs_long", sqlite3.connect(db))
-    assert len(long) == 6 and set(long.metric) == {"accuracy", "peak_rss_mb"}
+    assert len(long) == 6 and set(long.metric) == {"accuracy", "peak_train_mb"}
     assert set(long.unit) == {"ratio", "MB"}
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_schema_1_records_read_with_the_real_metric_names(tmp_path):
+    """Records from before schema 2 carry no `schema` and the aliases peak_rss_mb (= peak_train_mb) and
+    adapter_size_mb (= adapter_tensor_mb); the store and the history both hand them out with the real names."""
+    import json
+
+    from bench.results.store import ResultStore
+    old = record(accuracy=0.9, peak_rss_mb=500.0, peak_train_mb=500.0, adapter_size_mb=0.25, adapter_tensor_mb=0.25)
+    older = record(seed=1, accuracy=0.8, peak_rss_mb=600.0, adapter_size_mb=0.5)  # before the real names existed
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (old, older)))
+    want = [{"accuracy": 0.9, "peak_train_mb": 500.0, "adapter_tensor_mb": 0.25},
+            {"accuracy": 0.8, "peak_train_mb": 600.0, "adapter_tensor_mb": 0.5}]
+    stored = ResultStore(folder).records()
+    assert [r["metrics"] for r in stored] == want and [r["schema"] for r in stored] == [2, 2]
+
+    db = tmp_path / "history.db"  # a database written before schema 2: rows without a schema, aliases as names
+    history.record_runs(db, [])
+    with sqlite3.connect(db) as con:
+        for r in (old, older):
+            con.execute("INSERT INTO runs (run_id, suite, task, method, seed, status, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [r[k] for k in ("run_id", "suite", "task", "method", "seed", "status", "finished_at")])
+            con.executemany("INSERT INTO metrics (run_id, name, value) VALUES (?, ?, ?)",
+                            [(r["run_id"], name, value) for name, value in r["metrics"].items()])
+    back = history.records(db)
+    assert [r["metrics"] for r in back] == want and [r["schema"] for r in back] == [2, 2]
+
+    history.import_folder(db, folder)  # the folder imported again: stored in schema 2
+    assert [r["metrics"] for r in history.records(db)] == want
+    assert {row[0] for row in sqlite3.connect(db).execute("SELECT schema FROM runs")} == {2}
 
 
 def test_missing_database_is_a_usage_error(tmp_path):
@@ -100,7 +132,7 @@ def test_trends_series_per_invocation_with_regressions_marked(tmp_path):
     db = tmp_path / "history.db"
     for day, acc in [(1, 0.90), (2, 0.905), (3, 0.70)]:
         history.record_runs(db, [record(invocation=f"night-{day}", finished=f"2026-01-0{day}T00:00:00+00:00",
-                                        commit=f"c{day}", seed=s, accuracy=acc + s / 1000, peak_rss_mb=500.0)
+                                        commit=f"c{day}", seed=s, accuracy=acc + s / 1000, peak_train_mb=500.0)
                                  for s in range(2)])
     t = trends.trends(db, metric="accuracy")
     assert list(t.invocation) == ["night-1", "night-2", "night-3"]

@@ -35,10 +35,10 @@ def test_bad_units_name_the_value(func, text):
 
 # Three methods with a clear trade-off (numbers of the shape real runs give).
 FIGURES = {
-    "full": dict(accuracy=0.90, peak_rss_mb=1600.0, train_examples_per_s=40.0, trainable_pct=100.0),
-    "lora": dict(accuracy=0.88, peak_rss_mb=1200.0, train_examples_per_s=50.0, trainable_pct=0.8),
-    "head": dict(accuracy=0.80, peak_rss_mb=700.0, train_examples_per_s=110.0, trainable_pct=0.01),
-    "bitfit": dict(accuracy=0.51, peak_rss_mb=650.0, train_examples_per_s=120.0, trainable_pct=0.1),
+    "full": dict(accuracy=0.90, peak_train_mb=1600.0, train_examples_per_s=40.0, trainable_pct=100.0),
+    "lora": dict(accuracy=0.88, peak_train_mb=1200.0, train_examples_per_s=50.0, trainable_pct=0.8),
+    "head": dict(accuracy=0.80, peak_train_mb=700.0, train_examples_per_s=110.0, trainable_pct=0.01),
+    "bitfit": dict(accuracy=0.51, peak_train_mb=650.0, train_examples_per_s=120.0, trainable_pct=0.1),
 }
 SEEDS = [0, 1]
 
@@ -59,7 +59,7 @@ def test_ranking_respects_every_constraint():
     result = run(constraints)
     ranked = result.table[result.table["rank"].notna()]
     assert list(ranked.method) == ["lora", "head"] and result.top == "lora"
-    assert (ranked.peak_rss_mb <= 1536).all() and (ranked.trainable_pct <= 1).all() and (ranked.accuracy >= 0.75).all()
+    assert (ranked.peak_train_mb <= 1536).all() and (ranked.trainable_pct <= 1).all() and (ranked.accuracy >= 0.75).all()
     reasons = dict(zip(result.table.method, result.table.reason))
     assert "peak memory <= 1.50 GB" in reasons["full"] and "trainable share <= 1%" in reasons["full"]
     assert "accuracy >= 0.75" in reasons["bitfit"]

@@ -48,8 +48,8 @@ ENV = {"device": "cpu", "cpu_model": "Test CPU", "cpu_count": 2, "torch_threads"
 
 
 def record(method, seed=0, status="ok", task="sentiment", suite="smoke", device="cpu", error=None, **metrics):
-    base = {"accuracy": 0.8, "trainable_params": 1000, "trainable_pct": 1.0, "peak_rss_mb": 500.0,
-            "train_examples_per_s": 50.0, "latency_p50_ms": 2.0, "latency_p95_ms": 3.0, "adapter_size_mb": 0.1,
+    base = {"accuracy": 0.8, "trainable_params": 1000, "trainable_pct": 1.0, "peak_train_mb": 500.0,
+            "train_examples_per_s": 50.0, "latency_p50_ms": 2.0, "latency_p95_ms": 3.0, "adapter_tensor_mb": 0.1,
             "wall_time_s": 5.0}
     ok = status == "ok"
     return {"run_id": f"{task}-{method}-{seed}-{device}-{status}", "invocation": "inv1", "suite": suite,
@@ -62,15 +62,15 @@ def record(method, seed=0, status="ok", task="sentiment", suite="smoke", device=
 @pytest.fixture
 def records():
     return [
-        record("full", 0, accuracy=0.90, trainable_params=100_000, trainable_pct=100.0, peak_rss_mb=900.0,
+        record("full", 0, accuracy=0.90, trainable_params=100_000, trainable_pct=100.0, peak_train_mb=900.0,
                train_examples_per_s=20.0),
-        record("full", 1, accuracy=0.92, trainable_params=100_000, trainable_pct=100.0, peak_rss_mb=910.0,
+        record("full", 1, accuracy=0.92, trainable_params=100_000, trainable_pct=100.0, peak_train_mb=910.0,
                train_examples_per_s=22.0),
-        record("head", 0, accuracy=0.70, trainable_params=66, trainable_pct=0.07, peak_rss_mb=400.0,
+        record("head", 0, accuracy=0.70, trainable_params=66, trainable_pct=0.07, peak_train_mb=400.0,
                latency_p50_ms=1.0),
-        record("head", 1, accuracy=0.72, trainable_params=66, trainable_pct=0.07, peak_rss_mb=400.0,
+        record("head", 1, accuracy=0.72, trainable_params=66, trainable_pct=0.07, peak_train_mb=400.0,
                latency_p50_ms=1.0),
-        record("lora", 0, accuracy=0.85, trainable_params=2_000, trainable_pct=2.0, peak_rss_mb=600.0),
+        record("lora", 0, accuracy=0.85, trainable_params=2_000, trainable_pct=2.0, peak_train_mb=600.0),
         record("lora", 1, status="failed", error="RuntimeError: boom <script>alert(1)</script>"),
         record("adalora", 0, status="failed", error="RuntimeError: out of memory"),
         record("int8-lora", 0, status="skipped", error="bitsandbytes int8 needs CUDA"),
@@ -106,7 +106,7 @@ def test_best_values_follow_metric_directions(records):
     cpu = build_sections(records)[0]
     assert cpu.best["accuracy"] == {"full"}  # higher is better
     assert cpu.best["trainable_params"] == {"head"}  # fewer is better
-    assert cpu.best["peak_rss_mb"] == {"head"}
+    assert cpu.best["peak_train_mb"] == {"head"}
     assert cpu.best["train_examples_per_s"] == {"head", "lora"}  # a tie: both marked
     assert cpu.best["latency_p50_ms"] == {"head"}
     assert all("adalora" not in methods for methods in cpu.best.values())  # failed runs win nothing

@@ -107,10 +107,10 @@ def test_concurrent_appends_lose_no_record(tmp_path):
 
 
 def test_tables_long_and_wide(tmp_path):
-    records = [_record("lora", accuracy=0.9, peak_rss_mb=100.0), _record("full", status="failed")]
+    records = [_record("lora", accuracy=0.9, peak_train_mb=100.0), _record("full", status="failed")]
     long, wide = long_table(records), wide_table(records)
-    assert set(long.metric) == {"accuracy", "peak_rss_mb"}
-    assert long.set_index("metric").loc["peak_rss_mb", "unit"] == "MB"
+    assert set(long.metric) == {"accuracy", "peak_train_mb"}
+    assert long.set_index("metric").loc["peak_train_mb", "unit"] == "MB"
     assert list(wide.columns[:5]) == ["suite", "task", "method", "seed", "status"]
     assert wide.set_index("method").loc["lora", "accuracy"] == 0.9
     paths = write_tables(records, tmp_path)
@@ -136,7 +136,7 @@ def test_peak_memory_sees_an_allocation():
     before = current_rss_mb()
     block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB, touched
     del block
-    assert peak.read()["peak_rss_mb"] >= before + 50
+    assert peak.read()["peak_mb"] >= before + 50
 
 
 def test_batch_preparation_is_timed_per_batch():

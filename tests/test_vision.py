@@ -231,8 +231,8 @@ def test_every_method_runs_on_the_smoke_vision_task(smoke_grid, data_dir, model_
     assert set(wide[wide.status == "skipped"].index) == text_only
     wide = wide[wide.status != "skipped"]
     assert (wide.status == "ok").all(), wide[["status", "error"]]
-    for col in ["accuracy", "majority_rate", "train_examples_per_s", "latency_p50_ms", "adapter_size_mb",
-                "peak_rss_mb", "trainable_params"]:
+    for col in ["accuracy", "majority_rate", "train_examples_per_s", "latency_p50_ms", "adapter_tensor_mb",
+                "peak_train_mb", "trainable_params"]:
         assert wide[col].notna().all(), col
     assert wide.accuracy.between(0, 1).all()
     assert wide.train_data_share.between(0, 1, inclusive="neither").all()  # cropping and flipping take time

@@ -35,8 +35,7 @@ METRICS: dict[str, Metric] = {
     "total_params": Metric("count", None, "size"),
     "trainable_pct": Metric("%", False, "size"),
     "head_params": Metric("count", None, "size"),
-    "adapter_size_mb": Metric("MB", False, "size"),  # tensor bytes of what the method saves (= adapter_tensor_mb)
-    "adapter_tensor_mb": Metric("MB", False, "size"),
+    "adapter_tensor_mb": Metric("MB", False, "size"),  # tensor bytes of what the method saves
     "adapter_folder_mb": Metric("MB", None, "size"),  # the saved folder, model card and JSON included
     "effective_trainable_params": Metric("count", None, "size"),  # AdaLoRA: what its final rank pattern uses
     "peft_trainable_params": Metric("count", None, "size"),
@@ -46,11 +45,10 @@ METRICS: dict[str, Metric] = {
     "base_int8_share": Metric("ratio", None, "size"),
     # memory
     "rss_loaded_mb": Metric("MB", False, "memory"),
-    "peak_rss_mb": Metric("MB", False, "memory"),
     "peak_rss_increase_mb": Metric("MB", False, "memory"),
     "cuda_max_allocated_mb": Metric("MB", False, "memory"),
     "cuda_max_reserved_mb": Metric("MB", False, "memory"),
-    # ... in three windows: loading and wrapping, training (= peak_rss_mb), evaluation and latency
+    # ... in three windows: loading and wrapping, training, evaluation and latency
     **{f"peak_{w}_mb": Metric("MB", False, "memory") for w in ("load", "train", "infer")},
     **{f"cuda_peak_{w}_{k}_mb": Metric("MB", False, "memory") for w in ("load", "train", "infer")
        for k in ("allocated", "reserved")},

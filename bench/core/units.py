@@ -1,7 +1,7 @@
 """Parse the quantities users type on the command line: sizes (`2GB`), shares (`1%`, `0.2`), bounds.
 
 Memory metrics are recorded in MB of 2**20 bytes (see bench/meters/windows.py), so sizes parse to that unit and
-`GB` means 1024 MB: `--max-memory 2GB` and a recorded `peak_rss_mb` of 2048 are the same amount.
+`GB` means 1024 MB: `--max-memory 2GB` and a recorded `peak_train_mb` of 2048 are the same amount.
 """
 from __future__ import annotations
 

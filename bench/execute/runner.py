@@ -36,7 +36,7 @@ from bench.execute.process import (
     partial_path,
     record_of_dead_worker,
 )
-from bench.results.store import ResultStore
+from bench.results.store import SCHEMA, ResultStore
 
 STOP_GRACE_S = 5.0  # a stopped worker gets this long to exit on SIGTERM before SIGKILL
 # What the fork server imports once, so that no forked run pays for it: only what every run imports (the worker,
@@ -327,6 +327,7 @@ def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=N
     with Interrupt() as interrupt:
         bar = tqdm(total=len(specs), desc="runs", unit="run", disable=None, file=sys.stderr)
         for record in executor.run(specs, out_dir / "logs", verbose, timeout, interrupt):
+            record["schema"] = SCHEMA
             store.append(record)  # stored at once: a later crash cannot lose it
             if history_db is not None:
                 _record_history(history_db, record, out_dir)

@@ -132,12 +132,11 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
         record["info"]["early_stopping"] = stopper.restore_best(model)
         metrics["best_step"] = record["info"]["early_stopping"]["best_step"]
     metrics.update(peak.window("train"))
-    # The training window under its older names, which compare, recommend and the reports read.
-    metrics["peak_rss_mb"] = metrics["peak_train_mb"]
+    # The training window's GPU peaks under their older names, which compare, recommend and the reports read.
     if device.type == "cuda":
         metrics["cuda_max_allocated_mb"] = metrics["cuda_peak_train_allocated_mb"]
         metrics["cuda_max_reserved_mb"] = metrics["cuda_peak_train_reserved_mb"]
-    metrics["peak_rss_increase_mb"] = metrics["peak_rss_mb"] - metrics["rss_loaded_mb"]
+    metrics["peak_rss_increase_mb"] = metrics["peak_train_mb"] - metrics["rss_loaded_mb"]
     record["info"]["peak_memory_source"] = peak.source
     record["loss_curve"] = stats.loss_curve
     record["info"]["optimizer"] = stats.optimizer
@@ -257,7 +256,7 @@ def saved_sizes(folder: Path) -> dict:
     from safetensors.torch import load_file
     tensor_bytes = sum(t.nbytes for path in folder.rglob("*.safetensors") for t in load_file(path).values())
     folder_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    return {"adapter_size_mb": tensor_bytes / 2**20, "adapter_tensor_mb": tensor_bytes / 2**20,
+    return {"adapter_tensor_mb": tensor_bytes / 2**20,
             "adapter_folder_mb": folder_bytes / 2**20}
 
 

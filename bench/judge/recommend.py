@@ -21,7 +21,7 @@ from bench.results.store import latest_runs
 
 PRIORITIES = ["metric", "memory", "speed"]
 SPEED = "train_examples_per_s"
-SIZE = "adapter_size_mb"
+SIZE = "adapter_tensor_mb"
 
 
 HEADLINE, MEMORY = "<headline>", "<memory>"  # placeholders for the task's metric and the device's memory
@@ -55,10 +55,10 @@ class Result:
 
 
 def memory_metric(device: str, records: list[dict]) -> str:
-    """GPU memory on CUDA runs (what limits a GPU), the process's peak RSS otherwise."""
+    """GPU memory on CUDA runs (what limits a GPU), the process's peak RSS in training otherwise."""
     if str(device).startswith("cuda") and any("cuda_max_allocated_mb" in r["metrics"] for r in records):
         return "cuda_max_allocated_mb"
-    return "peak_rss_mb"
+    return "peak_train_mb"
 
 
 def select_condition(records: list[dict], budget=None, model=None, device=None) -> tuple[dict, list[dict]]:
@@ -126,7 +126,7 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
         raise UsageError(f"task {task!r} records no task metric")
     placeholders = {HEADLINE: head, MEMORY: memory}
     constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]
-    wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", "adapter_size_mb", "latency_p50_ms",
+    wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", SIZE, "latency_p50_ms",
                                  "majority_rate"] + [c.metric for c in constraints]))
     table = method_table(ok, wanted)
     table["near_chance"] = [near_chance(a, chance_level(head, m)) for a, m in zip(table[head], table["majority_rate"])]
@@ -273,8 +273,8 @@ def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str
 
 
 def _name(metric: str) -> str:
-    return {"peak_rss_mb": "peak memory", "cuda_max_allocated_mb": "peak GPU memory",
-            SPEED: "training speed", "trainable_pct": "trainable share", "adapter_size_mb": "adapter size",
+    return {"peak_train_mb": "peak memory", "cuda_max_allocated_mb": "peak GPU memory",
+            SPEED: "training speed", "trainable_pct": "trainable share", SIZE: "adapter size",
             "latency_p50_ms": "latency"}.get(metric, metric)
 
 

@@ -97,7 +97,7 @@ class PeakMemory:
             if peak is None:  # no procfs at all: lifetime peak is the best we have
                 self.source = "ru_maxrss"
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        out = {"peak_rss_mb": peak}
+        out = {"peak_mb": peak}
         if self.device.type == "cuda":
             out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.device) / MB
             out["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved(self.device) / MB
@@ -106,7 +106,7 @@ class PeakMemory:
     def window(self, name: str) -> dict[str, float]:
         """`read()` under the window's names: peak_<name>_mb, cuda_peak_<name>_allocated_mb / _reserved_mb."""
         got = self.read()
-        out = {f"peak_{name}_mb": got["peak_rss_mb"]}
+        out = {f"peak_{name}_mb": got["peak_mb"]}
         if "cuda_max_allocated_mb" in got:
             out[f"cuda_peak_{name}_allocated_mb"] = got["cuda_max_allocated_mb"]
             out[f"cuda_peak_{name}_reserved_mb"] = got["cuda_max_reserved_mb"]

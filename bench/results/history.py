@@ -9,7 +9,8 @@ another's lock) while a writer killed mid-transaction leaves the database as it 
 Schema (loadable into pandas in one call: `pd.read_sql("SELECT * FROM runs_long", sqlite3.connect(db))`):
   runs(run_id PK, invocation, config_id, suite, task, method, seed, budget, model, device, status, error, lr,
        host, cpu_model, gpu_name, git_commit, packages JSON, env JSON, info JSON, started_at, finished_at,
-       source, recorded_at, config JSON (what produced the run; config_id hashes it))
+       source, recorded_at, config JSON (what produced the run; config_id hashes it),
+       schema (the record layout it was written in, bench/results/store.py SCHEMA; NULL: 1))
   metrics(run_id, name, value, unit)          one row per run x metric
   runs_long                                   view: runs joined with metrics (one row per run x metric)
 """
@@ -28,22 +29,23 @@ import pandas as pd
 
 from bench.core.errors import UsageError
 from bench.core.metrics import metric_info
+from bench.results.store import ResultStore, latest_runs, upgrade
 
 DB_NAME = "history.db"
 BUSY_TIMEOUT_S = 60.0
 CONFIG_KEYS = ["suite", "task", "method", "budget", "model", "device", "config_id"]  # one series of comparable runs
 RUN_COLUMNS = ["run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget", "model", "device", "status",
                "error", "lr", "host", "cpu_model", "gpu_name", "git_commit", "packages", "env", "info",
-               "started_at", "finished_at", "source", "recorded_at", "config"]
+               "started_at", "finished_at", "source", "recorded_at", "config", "schema"]
 JSON_COLUMNS = {"packages", "env", "info", "config"}
-ADDED_COLUMNS = {"config_id": "TEXT", "config": "TEXT"}  # columns newer than the first schema
+ADDED_COLUMNS = {"config_id": "TEXT", "config": "TEXT", "schema": "INTEGER"}  # columns newer than the first schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, invocation TEXT, config_id TEXT, suite TEXT, task TEXT, method TEXT, seed INTEGER, budget TEXT,
     model TEXT, device TEXT, status TEXT, error TEXT, lr REAL, host TEXT, cpu_model TEXT, gpu_name TEXT,
     git_commit TEXT, packages TEXT, env TEXT, info TEXT, started_at TEXT, finished_at TEXT, source TEXT,
-    recorded_at TEXT, config TEXT);
+    recorded_at TEXT, config TEXT, schema INTEGER);
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, name TEXT NOT NULL, value REAL, unit TEXT,
     PRIMARY KEY (run_id, name));
@@ -107,7 +109,7 @@ def _prepare(con: sqlite3.Connection) -> None:
 def _row(record: dict, source: str | None) -> dict:
     env = record.get("env") or {}
     row = {k: record.get(k) for k in ("run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget", "model",
-                                      "device", "status", "error", "started_at", "finished_at")}
+                                      "device", "status", "error", "started_at", "finished_at", "schema")}
     row.update(lr=(record.get("metrics") or {}).get("lr"), host=env.get("hostname"), cpu_model=env.get("cpu_model"),
                gpu_name=env.get("gpu_name"), git_commit=env.get("git_commit"),
                packages=json.dumps(env.get("packages") or {}), env=json.dumps(env, default=str),
@@ -118,12 +120,14 @@ def _row(record: dict, source: str | None) -> dict:
 
 
 def record_runs(path: str | os.PathLike, records: list[dict], source: str | None = None) -> int:
-    """Insert (or replace, by run_id) records in one transaction; returns how many were written."""
-    rows = [_row(r, source) for r in records if r.get("run_id")]
+    """Insert (or replace, by run_id) records, in the current schema, in one transaction; returns how many were
+    written."""
+    records = [upgrade(r) for r in records if r.get("run_id")]
+    rows = [_row(r, source) for r in records]
     with connect(path) as con:
         con.execute("BEGIN IMMEDIATE")
         try:
-            for row, record in zip(rows, (r for r in records if r.get("run_id"))):
+            for row, record in zip(rows, records):
                 con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", [row[c] for c in RUN_COLUMNS])
                 con.execute("DELETE FROM metrics WHERE run_id = ?", (row["run_id"],))
@@ -143,7 +147,6 @@ def record_run(path: str | os.PathLike, record: dict, source: str | None = None)
 
 def import_folder(path: str | os.PathLike, folder: str | os.PathLike) -> int:
     """Backfill the history from an output folder's results.jsonl (idempotent: keyed by run_id)."""
-    from bench.results.store import ResultStore
     records = ResultStore(folder).records()
     if not records:
         raise UsageError(f"no results in {str(folder)!r} (expected {Path(folder) / 'results.jsonl'})")
@@ -193,8 +196,9 @@ def records(path: str | os.PathLike, **filters) -> list[dict]:
         record = {k: v for k, v in row.items() if k not in JSON_COLUMNS}
         record.update({k: json.loads(row[k]) if isinstance(row[k], str) and row[k] else {} for k in JSON_COLUMNS})
         record["seed"] = None if pd.isna(row["seed"]) else int(row["seed"])
+        record["schema"] = None if pd.isna(row["schema"]) else int(row["schema"])
         record["metrics"] = by_run.get(row["run_id"], {})
-        out.append(record)
+        out.append(upgrade(record))
     return out
 
 
@@ -216,7 +220,6 @@ def invocations(path: str | os.PathLike, **filters) -> pd.DataFrame:
 
 def stats(records: list[dict], keys: list[str] | None = None) -> pd.DataFrame:
     """Mean, sample std (NaN for one run) and n per configuration x metric, over the `ok` runs."""
-    from bench.results.store import latest_runs
     keys = keys or CONFIG_KEYS
     records = latest_runs(records, per=("invocation",) if "invocation" in keys else ())  # a re-run is no new seed
     rows = [{**{k: r.get(k) for k in keys}, "metric": name, "value": _number(value)}

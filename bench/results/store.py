@@ -4,6 +4,9 @@ Append-only JSON lines keep every finished run even if a later one crashes the p
 exclusive file lock lets several `bench run` processes share one folder. Tables, reports and the
 history database are all derived from these records.
 
+Every record carries `schema` (SCHEMA); `upgrade` brings an older one to it, and every reader, this store and
+the history database, reads records through it.
+
 The file is a log: a run that was re-run appears twice. Aggregations read `latest_runs(records)`, which
 keeps the newest record per (configuration id, seed), so a re-run never counts as an extra seed.
 """
@@ -20,6 +23,23 @@ from bench.core.errors import StorageFull
 from bench.results.identity import run_key
 
 RESULTS_FILE = "results.jsonl"
+SCHEMA = 2  # the record layout; a new one adds its step to `upgrade`
+# Schema 1 records carried aliases beside the real metric names; schema 2 keeps the real names only.
+RENAMED_METRICS = {"peak_rss_mb": "peak_train_mb", "adapter_size_mb": "adapter_tensor_mb"}
+
+
+def upgrade(record: dict) -> dict:
+    """The record in the current schema (a new dict; one without a `schema` field is schema 1)."""
+    if (record.get("schema") or 1) >= SCHEMA:
+        return record
+    out = {**record, "schema": SCHEMA}
+    if out.get("metrics"):
+        out["metrics"] = metrics = dict(out["metrics"])
+        for old, new in RENAMED_METRICS.items():
+            if old in metrics:
+                value = metrics.pop(old)
+                metrics.setdefault(new, value)  # both present: the alias held the same figure
+    return out
 
 
 class ResultStore:
@@ -75,7 +95,7 @@ class ResultStore:
                     record = None
                 if isinstance(record, dict):
                     record.setdefault("source", str(self.path.parent.resolve()))  # where its predictions lie
-                    out.append(record)
+                    out.append(upgrade(record))
                 else:
                     self.corrupt_lines.append(number)
         if warn and self.corrupt_lines:
