@@ -6,13 +6,40 @@ import os
 from bench.execute import allocator, runner
 
 
-def test_the_fork_server_is_the_default_and_preloads_only_what_every_run_imports(monkeypatch):
+# What a forked run finds imported before it imports anything itself; `exec` (builtins) is the target so that
+# unpickling it imports nothing in the child.
+SEEN_AT_START = """
+import json, os, sys
+modules = sorted(sys.modules)
+torch = sys.modules.get("torch")
+json.dump({"modules": modules, "parent": os.getppid(),
+           "cuda_initialised": torch is not None and torch.cuda.is_initialized()}, open(PATH, "w"))
+"""
+
+
+def test_the_fork_server_is_the_default_and_a_forked_run_starts_with_what_every_run_imports_only(monkeypatch,
+                                                                                                   tmp_path):
+    """A process started as the runner starts a worker (its context: the fork server and what it preloads) finds
+    the worker and its libraries imported, and nothing that only some runs import: seqeval (scikit-learn) or one
+    model family's code would sit in every forked run's memory (bench/execute/preload.py)."""
+    import json
     monkeypatch.delenv("BENCH_WORKER_START", raising=False)
     assert runner.start_method() == "forkserver"
-    # seqeval (scikit-learn, scipy) or one model family's code would sit in every forked run's memory.
-    from bench.execute import preload
-    assert runner.PRELOAD == ["bench.execute.preload"]
-    assert not any(m.startswith(("seqeval", "sklearn", "transformers.models")) for m in preload.MODULES)
+    path = tmp_path / "seen.json"
+    proc = runner._context().Process(target=exec, args=(SEEN_AT_START, {"PATH": str(path)}))
+    proc.start()
+    proc.join(300)
+    assert proc.exitcode == 0
+    seen = json.loads(path.read_text())
+    modules = set(seen["modules"])
+    assert seen["parent"] != os.getpid()  # forked by the server, not by this process
+    assert {"bench.execute.worker", "torch", "transformers", "peft", "datasets"} <= modules
+    assert not modules & {"seqeval", "sklearn"}
+    assert not {m for m in modules if m.startswith(("transformers.models.bert", "transformers.models.mobilenet"))}
+    # bitsandbytes: imported as a cold run imports it where torch has no CUDA; left to the runs where it has.
+    from bench.execute.preload import cuda_build
+    assert ("bitsandbytes" in modules) == (not cuda_build())
+    assert seen["cuda_initialised"] is False
 
 
 def test_with_a_cuda_torch_the_fork_server_leaves_bitsandbytes_to_the_runs(tmp_path):
