@@ -55,7 +55,7 @@ def harness_loop(model, batches, lr: float) -> None:
     from methods import METHODS, build
     from suites.smoke import SENTIMENT
     train(model, iter(batches), task=SENTIMENT, method=build(METHODS["full"]), total_steps=len(batches), lr=lr,
-          device=torch.device("cpu"), warmup_steps=3, log_every=10)
+          device=torch.device("cpu"), untimed_steps=3, log_every=10)
 
 
 def test_training_loop_overhead(benchmark):
@@ -114,7 +114,7 @@ def sst2_setup(method_name: str):
     from suites import get_task
     from suites.base import Budget
     task = get_task("nlp", "sst2")
-    budget = Budget(train_examples=TRAINER_EXAMPLES, batch_size=16, max_length=64, warmup_steps=3)
+    budget = Budget(train_examples=TRAINER_EXAMPLES, batch_size=16, max_length=64, untimed_steps=3)
     train_ds, _ = task.load_data(local_dir("BENCH_DATA_DIR"), budget)
     method = build(METHODS[method_name])
     steps = budget.steps(len(train_ds))
@@ -133,7 +133,7 @@ def harness_examples_per_s(method_name: str) -> float:
     task, budget, method, model, tokenizer, examples, steps = sst2_setup(method_name)
     t0 = time.perf_counter()
     train(model, task.train_batches(examples, tokenizer, budget, 0), task=task, method=method, total_steps=steps,
-          lr=METHOD_LR[method_name], device=torch.device("cpu"), warmup_steps=budget.warmup_steps, log_every=50)
+          lr=METHOD_LR[method_name], device=torch.device("cpu"), untimed_steps=budget.untimed_steps, log_every=50)
     return len(examples) / (time.perf_counter() - t0)
 
 

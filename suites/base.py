@@ -26,7 +26,7 @@ class Budget:
     eval_examples: int | None = None  # None: the whole evaluation split
     eval_batch_size: int = 64
     latency_samples: int = 50  # batch-1 forward passes timed for p50/p95
-    warmup_steps: int = 3  # first steps left out of throughput (allocator, caches)
+    untimed_steps: int = 3  # first steps left out of throughput (allocator, caches)
     log_every: int = 10  # record the training loss every N steps
 
     def steps(self, n_train: int) -> int:

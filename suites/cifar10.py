@@ -23,7 +23,7 @@ TASK = ImageClassificationTask(
     image_column="img",
     budgets={
         "smoke": Budget(train_examples=64, batch_size=16, max_length=64, eval_examples=64,
-                        latency_samples=5, warmup_steps=1, log_every=1),
+                        latency_samples=5, untimed_steps=1, log_every=1),
         # With imagenette quick, sized for about 20 minutes for the whole suite on 2 quiet CPU cores.
         "quick": Budget(train_examples=4000, batch_size=32, max_length=112, latency_samples=50),
         "full": Budget(train_examples=None, epochs=3, batch_size=32, max_length=128, latency_samples=100),

@@ -25,7 +25,7 @@ TASK = ImageClassificationTask(
           "features. CIFAR-10 is where methods separate."),
     budgets={
         "smoke": Budget(train_examples=64, batch_size=16, max_length=96, eval_examples=64,
-                        latency_samples=5, warmup_steps=1, log_every=1),
+                        latency_samples=5, untimed_steps=1, log_every=1),
         "quick": Budget(train_examples=2000, batch_size=32, max_length=160, latency_samples=50),
         "full": Budget(train_examples=None, epochs=2, batch_size=32, max_length=160, latency_samples=100),
     },

@@ -94,7 +94,7 @@ class SmokeSentimentTask(TextClassificationTask):
 
 
 SMOKE_BUDGET = Budget(batch_size=16, epochs=2, max_length=32, eval_batch_size=32, latency_samples=5,
-                      warmup_steps=2, log_every=2)
+                      untimed_steps=2, log_every=2)
 
 SENTIMENT = SmokeSentimentTask(
     name="sentiment", suite="smoke", metric="accuracy", default_model=TINY_BERT, eval_split="test", dev_split="dev",

@@ -97,7 +97,7 @@ class SmokeNerTask(TokenClassificationTask):
 
 
 SMOKE_NER_BUDGET = Budget(batch_size=16, epochs=3, max_length=32, eval_batch_size=32, latency_samples=5,
-                          warmup_steps=2, log_every=4)
+                          untimed_steps=2, log_every=4)
 
 TASK = SmokeNerTask(
     name="ner", suite="smoke", metric="entity_f1", default_model=TINY_NER_BERT, eval_split="test", dev_split="dev",

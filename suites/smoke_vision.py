@@ -33,7 +33,7 @@ class SmokeVisionTask(ImageClassificationTask):
 
 
 SMOKE_VISION_BUDGET = Budget(train_examples=64, batch_size=16, epochs=2, max_length=64, eval_examples=32,
-                             eval_batch_size=32, latency_samples=5, warmup_steps=2, log_every=2)
+                             eval_batch_size=32, latency_samples=5, untimed_steps=2, log_every=2)
 
 TASK = SmokeVisionTask(
     name="images", suite="smoke", metric="accuracy", default_model=TINY_MOBILENET, eval_split="test",

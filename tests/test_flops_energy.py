@@ -62,7 +62,7 @@ def _train(steps=8, **kw):
     method = SimpleNamespace(forward=lambda m, b: m(**b), on_step=lambda m, s: None, added_positions=0)
     batches = ({"x": torch.randn(M, K), "labels": torch.randint(0, N, (M,))} for _ in range(steps))
     return train(_Model(), batches, task=task, method=method, total_steps=steps, lr=1e-3,
-                 device=torch.device("cpu"), warmup_steps=2, log_every=3, **kw)
+                 device=torch.device("cpu"), untimed_steps=2, log_every=3, **kw)
 
 
 def test_training_counts_flops_on_untimed_steps_and_times_the_rest_in_windows():

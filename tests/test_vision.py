@@ -22,7 +22,7 @@ from suites.smoke_vision import TINY_MOBILENET
 
 METHODS = list(REGISTERED)
 TASK = get_task("smoke", "images")
-BUDGET = Budget(train_examples=32, batch_size=8, epochs=1, max_length=32, latency_samples=2, warmup_steps=0)
+BUDGET = Budget(train_examples=32, batch_size=8, epochs=1, max_length=32, latency_samples=2, untimed_steps=0)
 
 
 # --- preprocessing -------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_batchnorm_statistics_are_unchanged_by_training(name):
     method, model = apply_method(name, model)
     prep = ImagePreprocessing()
     stats = train(model, TASK.train_batches(random_examples(32, 36), prep, BUDGET, seed=0), task=TASK, method=method,
-                  total_steps=BUDGET.steps(32), lr=1e-2, device=torch.device("cpu"), warmup_steps=0, log_every=1)
+                  total_steps=BUDGET.steps(32), lr=1e-2, device=torch.device("cpu"), untimed_steps=0, log_every=1)
     assert stats.steps == 4
     after = bn_state(model.base_model.model if name == "lora" else model)
     assert before.keys() == after.keys() and len(before) > 10

@@ -72,19 +72,19 @@ def fetch_timed(batches: Iterable) -> Iterator[tuple[object, float]]:
 
 
 def train(model, batches, *, task, method, total_steps: int, lr: float, device: torch.device,
-          warmup_steps: int, log_every: int, progress=None, precision: str = "fp32",
+          untimed_steps: int, log_every: int, progress=None, precision: str = "fp32",
           on_step_end=None) -> TrainStats:
     """Train for the batches given. Time runs in windows of steps, synchronised with the device only at their
     ends: a window closes at each loss log point (reading losses syncs the GPU) and around `on_step_end(step,
     model) -> bool`, called after every optimizer step outside the timed windows (True stops training). The
-    first max(warmup_steps, 1) steps are untimed; the first two of them have their forward + backward FLOPs counted."""
+    first max(untimed_steps, 1) steps are untimed; the first two of them have their forward + backward FLOPs counted."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, **optimizer_kwargs(params, device))
     stats = TrainStats(optimizer="adamw-fused" if optimizer.defaults.get("fused") else "adamw-foreach")
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
     scaler = grad_scaler(device, precision)
     timer, energy = WindowTimer(device), EnergyMeter(device)
-    untimed = max(warmup_steps, 1)  # the FLOP counter slows the steps it watches: never time them
+    untimed = max(untimed_steps, 1)  # the FLOP counter slows the steps it watches: never time them
     counted = []  # (padded units, FLOPs) of the counted steps: the first two untimed ones
     task.train_mode(model)
     running, pending = [], []  # losses as tensors until a window closes: .item() per step would sync the GPU

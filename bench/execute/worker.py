@@ -126,7 +126,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     with tqdm(total=steps, desc=f"{task.name}/{method.name} train", unit="step",
               mininterval=0.5 if sys.stderr.isatty() else 15) as bar:
         stats = train(model, task.train_batches(train_examples, processor, budget, spec["seed"]), task=task,
-                      method=method, total_steps=steps, lr=lr, device=device, warmup_steps=budget.warmup_steps,
+                      method=method, total_steps=steps, lr=lr, device=device, untimed_steps=budget.untimed_steps,
                       log_every=budget.log_every, progress=bar, precision=precision, on_step_end=stopper)
     if stopper is not None:
         record["info"]["early_stopping"] = stopper.restore_best(model)

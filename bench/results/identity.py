@@ -33,8 +33,10 @@ def run_config(task, method, lr: float, budget: str, model_ref: str | None, mode
                tf32: str = "off", cpu_matmul: str = "default") -> dict:
     """Everything that defines a run but its seed (see the module docstring); `method` is a MethodSpec."""
     extra = {"scored_on": "dev"} if score_on == "dev" else {}  # tuning trials: never the same run as `bench run`
+    # untimed_steps under its first name, warmup_steps: the config id hashes the key, and ids must not change
+    fields = {("warmup_steps" if k == "untimed_steps" else k): v for k, v in dataclasses.asdict(task.budget(budget)).items()}
     return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(), "lr": lr, "budget":
-            {"name": budget, **dataclasses.asdict(task.budget(budget))},
+            {"name": budget, **fields},
             "model": task.model_identity(model_ref or task.default_model, model_dir),
             "data": task.data_identity(data_dir, score_on), "device": device, "precision": precision,
             "optimizer": OPTIMIZER, **({"tf32": "on"} if tf32 == "on" else {}),  # "off", how earlier runs ran, keeps their ids
