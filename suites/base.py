@@ -36,6 +36,27 @@ class Budget:
 Batch = dict  # input name -> torch.Tensor (torch is imported where it is used: naming a task needs none)
 
 
+@dataclass(frozen=True)
+class TaskData:
+    """What `Task.load_data` read: the splits a run uses, cut to its budget, and the class names of the data's
+    own label feature (the model's head and the predictions are named with them)."""
+
+    train: Any
+    scored: Any  # the evaluation split, or the dev set (tuning trials, early stopping)
+    label_names: list[str]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What `Task.load_model` returns. `eval_max_length`: where evaluation inputs are cut when that is not the
+    budget's `max_length` (token classification: the model's own position limit, so no gold word is cut
+    needlessly); None otherwise."""
+
+    model: Any
+    processor: Any  # a tokenizer or an image preprocessing
+    eval_max_length: int | None = None
+
+
 @dataclass
 class Task:
     name: str
@@ -126,17 +147,16 @@ class Task:
         """Class names, read from the data's own features (never a copy in code)."""
         return list(split.features[self.label_column].names)
 
-    def head_config(self) -> dict:
-        """from_pretrained arguments that give the model a head for this task's labels, named."""
-        names = self.label_names
-        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                "label2id": {n: i for i, n in enumerate(names)}}
+    def head_config(self, label_names: list[str]) -> dict:
+        """from_pretrained arguments that give the model a head for these labels, named."""
+        return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                "label2id": {n: i for i, n in enumerate(label_names)}}
 
-    def load_data(self, data_dir: Path | None, budget: Budget, score_on: str = "eval") -> tuple[Any, Any]:
-        """(train, scored) datasets, cut to the budget; `scored` is the evaluation split or the dev set."""
+    def load_data(self, data_dir: Path | None, budget: Budget, score_on: str = "eval") -> TaskData:
+        """The training split and the scored one (the evaluation split or the dev set), cut to the budget."""
         ds = self.raw_splits(data_dir, self.splits(score_on))
         try:
-            self.label_names = self.label_names_of(ds[self.train_split])
+            label_names = self.label_names_of(ds[self.train_split])
         except (AttributeError, KeyError, TypeError) as e:
             raise DataError(f"{self._source(data_dir, self.train_split)}: its label column carries no class names "
                             f"(expected a datasets ClassLabel feature, found "
@@ -150,20 +170,23 @@ class Task:
         evaluation = ds[self.eval_split] if score_on == "eval" else ds[self.dev_split] if self.dev_split else carved
         if budget.eval_examples is not None:
             evaluation = evaluation.select(range(min(budget.eval_examples, len(evaluation))))
-        return train, evaluation
+        return TaskData(train, evaluation, label_names)
 
     # --- to implement per task kind -------------------------------------------------------------
-    def load_model(self, path: str, **load_kwargs) -> tuple[torch.nn.Module, Any]:
-        """(model, processor) where processor is a tokenizer or image processor."""
+    def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
+        """The model with a head for `label_names` (from `load_data`), and its tokenizer or image processor."""
         raise NotImplementedError
 
-    def encode(self, ds, processor, budget: Budget, train: bool) -> list[dict]:
+    def encode(self, ds, processor, budget: Budget, train: bool, eval_max_length: int | None = None) -> list[dict]:
+        """Model-ready examples; `eval_max_length` is `LoadedModel.eval_max_length` (less any positions the
+        method's own tokens take), for the task kinds that cut evaluation inputs there."""
         raise NotImplementedError
 
     def collate(self, examples: list[dict], processor) -> Batch:
         raise NotImplementedError
 
-    def predict(self, model: torch.nn.Module, batches: list[Batch], device: torch.device) -> tuple[dict, dict]:
+    def predict(self, model: torch.nn.Module, batches: list[Batch], device: torch.device,
+                label_names: list[str]) -> tuple[dict, dict]:
         """({"gold": [...], "pred": [...], maybe "score": [...]} per example in batch order, extra metrics)."""
         raise NotImplementedError
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from suites.base import Batch, Budget, Task
+from suites.base import Batch, Budget, LoadedModel, Task
 from suites.text_classification import TextClassificationTask
 
 CONV_ATTRS = ("stride", "kernel_size", "dilation", "padding")
@@ -96,14 +96,15 @@ class ImageClassificationTask(Task):
     def required_columns(self) -> list[str]:
         return [self.image_column, self.label_column]
 
-    def load_model(self, path: str, **load_kwargs):
+    def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
         # A new head for our classes: the checkpoint's 1001-way ImageNet head does not fit.
         from transformers import AutoModelForImageClassification
         model = AutoModelForImageClassification.from_pretrained(
-            path, **self.head_config(), ignore_mismatched_sizes=True, **load_kwargs)
-        return model, ImagePreprocessing.from_pretrained(path)
+            path, **self.head_config(label_names), ignore_mismatched_sizes=True, **load_kwargs)
+        return LoadedModel(model, ImagePreprocessing.from_pretrained(path))
 
-    def encode(self, ds, prep: ImagePreprocessing, budget: Budget, train: bool) -> list[dict]:
+    def encode(self, ds, prep: ImagePreprocessing, budget: Budget, train: bool,
+               eval_max_length: int | None = None) -> list[dict]:
         """Decode every image once (or read them from the on-disk cache, bench/core/cache.py); training images keep a
         margin for the random crop. The examples' pixels are views of one [N, 3, S, S] uint8 tensor."""
         import torch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suites.base import Batch, Budget, Task, to_device
+from suites.base import Batch, Budget, LoadedModel, Task, to_device
 
 
 @dataclass
@@ -14,12 +14,13 @@ class TextClassificationTask(Task):
     def required_columns(self) -> list[str]:
         return [self.text_column, self.label_column]
 
-    def load_model(self, path: str, **load_kwargs):
+    def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        model = AutoModelForSequenceClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
-        return model, AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **self.head_config(label_names),
+                                                                   **load_kwargs)
+        return LoadedModel(model, AutoTokenizer.from_pretrained(path))
 
-    def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:
+    def encode(self, ds, tokenizer, budget: Budget, train: bool, eval_max_length: int | None = None) -> list[dict]:
         from bench.core.cache import cached
 
         def build() -> list[dict]:
@@ -33,8 +34,9 @@ class TextClassificationTask(Task):
     def collate(self, examples: list[dict], tokenizer) -> Batch:
         return dict(tokenizer.pad(examples, return_tensors="pt"))
 
-    def predict(self, model, batches: list[Batch], device) -> tuple[dict, dict]:
-        """Per example, in batch order: gold class, predicted class and its probability; no extra metrics."""
+    def predict(self, model, batches: list[Batch], device, label_names: list[str]) -> tuple[dict, dict]:
+        """Per example, in batch order: gold class, predicted class and its probability (class indices, so
+        `label_names` is not needed); no extra metrics."""
         import torch
         preds, golds, probs = [], [], []
         with torch.inference_mode():

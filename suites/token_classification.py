@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suites.base import Batch, Budget, Task, to_device, token_logits
+from suites.base import Batch, Budget, LoadedModel, Task, to_device, token_logits
 
 IGNORE = -100  # label of padding and of non-first word pieces (cross-entropy's ignore_index)
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
@@ -78,18 +78,20 @@ class TokenClassificationTask(Task):
         # The tag names (and so the IOB2 scheme) come from the data's own features, never a copy here.
         return list(split.features[self.tags_column].feature.names)
 
-    def load_model(self, path: str, **load_kwargs):
+    def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
-        model = AutoModelForTokenClassification.from_pretrained(path, **self.head_config(), **load_kwargs)
+        model = AutoModelForTokenClassification.from_pretrained(path, **self.head_config(label_names), **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         # Tokenizers without a limit report a huge model_max_length; the position table is the real one.
         limits = [tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None)]
-        self.eval_max_length = min(n for n in limits if n)
-        return model, tokenizer
+        return LoadedModel(model, tokenizer, eval_max_length=min(n for n in limits if n))
 
-    def encode(self, ds, tokenizer, budget: Budget, train: bool) -> list[dict]:
+    def encode(self, ds, tokenizer, budget: Budget, train: bool, eval_max_length: int | None = None) -> list[dict]:
         from bench.core.cache import cached
-        max_length = budget.max_length if train else self.eval_max_length
+        if not train and not eval_max_length:
+            raise ValueError("token classification cuts evaluation inputs at the model's position limit: pass "
+                             "eval_max_length (LoadedModel.eval_max_length)")
+        max_length = budget.max_length if train else eval_max_length
         params = {"encode": "words-v1", "columns": [self.tokens_column, self.tags_column], "max_length": max_length}
         return cached(ds, tokenizer, params, lambda: encode_words(tokenizer, list(ds[self.tokens_column]),
                                                                   list(ds[self.tags_column]), max_length),
@@ -115,10 +117,11 @@ class TokenClassificationTask(Task):
             batches.append(batch)
         return batches
 
-    def predict(self, model, batches: list[Batch], device) -> tuple[dict, dict]:
-        """Per sentence, in batch order: gold and predicted tags of every word; words cut or lost, counted."""
+    def predict(self, model, batches: list[Batch], device, label_names: list[str]) -> tuple[dict, dict]:
+        """Per sentence, in batch order: gold and predicted tags of every word (named with `label_names`); words
+        cut or lost, counted."""
         import torch
-        names = self.label_names
+        names = label_names
         outside = names.index("O")
         gold, pred = [], []
         truncated = empty = 0

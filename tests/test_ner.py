@@ -79,12 +79,12 @@ class GoldAtFirstPiece(torch.nn.Module):
 
 def test_truncated_words_still_count_as_gold_in_evaluation(tokenizer):
     """Perfect predictions on what the model sees; the entity cut off by truncation must be a miss."""
-    SMOKE_NER.label_names = TAGS
     sentences = [["martinez", "visited", "stockholm", "."], ["olga", "smith", "joined", "globex", "."]]
     tags = [[1, 0, 5, 0], [1, 2, 0, 3, 0]]
     examples = encode_words(tokenizer, sentences, tags, max_length=5)  # cuts stockholm and globex off
     model = GoldAtFirstPiece({tuple(e["input_ids"]): e["labels"] for e in examples})
-    predictions, extra = SMOKE_NER.predict(model, SMOKE_NER.eval_batches(examples, tokenizer, 2), torch.device("cpu"))
+    predictions, extra = SMOKE_NER.predict(model, SMOKE_NER.eval_batches(examples, tokenizer, 2), torch.device("cpu"),
+                                           TAGS)
     scores = {**SMOKE_NER.score(predictions), **extra}
     assert scores["truncated_words"] == 2 + 2
     assert scores["empty_words"] == 0
@@ -121,7 +121,6 @@ def test_an_input_prompt_on_token_classification_is_scored_on_the_inputs_own_pos
     from suites.smoke import tiny_bert_dir
 
     torch.manual_seed(0)
-    SMOKE_NER.label_names = TAGS
     model = AutoModelForTokenClassification.from_pretrained(tiny_bert_dir(), num_labels=len(TAGS))
     ctx = RunContext(task=SMOKE_NER, budget=SMOKE_NER.budget("smoke"), total_steps=4, device=torch.device("cpu"),
                      head_names=["classifier"])

@@ -1,11 +1,11 @@
-"""One run (task x method x seed) in its own process: load, apply method, train, evaluate, measure.
+"""One run (task x method x seed) in its own process, in phases: load, apply the method, train, evaluate,
+measure, save (`execute` reads top to bottom).
 
 Invoked by the runner as `python -m bench.execute.worker SPEC.json RESULT.json`. Always writes a record: a
 `failed` or `skipped` one when something goes wrong, so the grid never loses a run silently.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -15,7 +15,9 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from bench.execute import faults
 from bench.execute.allocator import INFERENCE_MALLOPT, tune_allocator
 from bench.execute.process import now, partial_path
-from bench.execute.train import train
+from bench.execute.train import TrainStats, train
 from bench.meters.environment import environment
 from bench.meters.flops import choose_cpu_matmul, device_peak
 from bench.meters.precision import autocast, set_tf32
@@ -33,10 +35,10 @@ from bench.meters.windows import ForwardTimer, PeakMemory, current_rss_mb, perce
 from bench.results.identity import IDENTITY
 from bench.results.predictions import save as save_predictions
 from methods import SkipRun, build
-from methods.base import RunContext, count_params, head_names
+from methods.base import Method, RunContext, count_params, head_names
 from methods.spec import MethodSpec
 from suites import get_task
-from suites.base import to_device
+from suites.base import Budget, Task, TaskData, to_device
 
 
 def pick_device(name: str) -> torch.device:
@@ -57,11 +59,109 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """Where and how a run computes, resolved before anything is loaded."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16: autocast in training and inference
+    tf32: str  # on | off
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A run's task, method, data and encoded examples: everything it works with but the model, which the
+    method wraps next. The model travels apart so that nothing holds the unwrapped one once it is replaced."""
+
+    task: Task
+    method: Method
+    budget: Budget
+    ctx: RunContext
+    data: TaskData  # the raw splits stay alive for the whole run, as the encoded examples do
+    processor: Any  # tokenizer or image preprocessing
+    train_examples: list[dict]
+    eval_examples: list[dict]
+    eval_max_length: int | None  # LoadedModel.eval_max_length less the method's reserved positions
+    steps: int
+    lr: float
+    seed: int
+    score_on: str  # "eval", or "dev" for a tuning trial: the evaluation split is never opened
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the training loop reports (bench/execute/train.py) and, with early stopping, the dev curve."""
+
+    stats: TrainStats
+    early_stopping: dict | None
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One pass over the scored split: predictions, scores and how long the pass took."""
+
+    predictions: dict
+    scores: dict
+    seconds: float
+    batches: list  # kept for the rest of the inference window, as they always were
+    infer_examples_per_s: float | None  # forward passes alone, timed inside the pass
+
+
 def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     """Fill `record` in place, so whatever was measured before a failure is kept. `checkpoint(record)` saves
-    it once the model and device are resolved, for the parent to use if this process dies."""
+    it once the model and device are resolved, for the parent to use if this process dies.
+
+    The phases run top to bottom: load, apply, train, evaluate, measure, save. The memory windows open and
+    close here, around the work each one measures."""
     wall0 = time.perf_counter()
     phase = Phases(record["info"])  # where the run's wall time goes: info.phases_s
+    metrics = record["metrics"]
+    setting = prepare(spec, record)
+    peak = PeakMemory(setting.device)
+    peak.reset()  # the load window: data, model, encoding and the method's wrapping
+    loaded, model = load(spec, record, setting, checkpoint)
+    model = apply(loaded, model, setting, metrics)
+    stopper = early_stopping(spec, loaded, setting)
+    metrics.update(peak.window("load"))
+    phase("load")
+
+    peak.reset()  # the training window
+    metrics["rss_loaded_mb"] = current_rss_mb()
+    trained = train_model(loaded, model, setting, stopper)
+    if trained.early_stopping is not None:
+        record["info"]["early_stopping"] = trained.early_stopping
+        metrics["best_step"] = trained.early_stopping["best_step"]
+    metrics.update(peak.window("train"))
+    record_training(record, loaded, model, setting, trained, peak.source)
+    phase("train")
+
+    tune_allocator(INFERENCE_MALLOPT)  # glibc's steady state, or evaluation's freed memory stays in the peak
+    peak.reset()  # the inference window: evaluation and latency
+    # Evaluation and latency run under the training precision's autocast.
+    with autocast(setting.device, setting.precision):
+        evaluated = evaluate(loaded, model, setting)
+        if loaded.score_on == "dev":  # a tuning trial: dev scores only, named so, and no deployment measurements
+            metrics.update({f"dev_{k}": v for k, v in evaluated.scores.items()})
+            phase("eval")
+            metrics["wall_time_s"] = time.perf_counter() - wall0
+            return
+        record_evaluation(spec, record, loaded, evaluated)
+        phase("eval")
+        metrics.update(measure(loaded, model, setting))
+        metrics.update(peak.window("infer"))
+        phase("latency")
+        merged = measure_merged(loaded, model, setting)
+        if merged is not None:
+            metrics.update(merged)
+            phase("merged_latency")
+
+    metrics.update(save(loaded, model))
+    phase("save")
+    metrics["wall_time_s"] = time.perf_counter() - wall0
+
+
+def prepare(spec: dict, record: dict) -> Setting:
+    """The device and numerics of the run (TF32, the CPU matmul library), recorded."""
     device = pick_device(spec["device"])
     record["device"] = str(device)
     record["env"] = environment(device)
@@ -73,13 +173,15 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     matmul = choose_cpu_matmul(spec.get("cpu_matmul", "default"), device)
     if matmul:
         record["info"]["cpu_matmul"] = matmul
-    peak = PeakMemory(device)
-    peak.reset()  # the load window: data, model, encoding and the method's wrapping
+    return Setting(device, precision, tf32)
+
+
+def load(spec: dict, record: dict, setting: Setting, checkpoint) -> tuple[Loaded, torch.nn.Module]:
+    """The task, the method, the data (cut to the budget), the model and the encoded examples."""
     seed_everything(spec["seed"])
     task = get_task(spec["suite"], spec["task"])
     method = faults.wrap(build(MethodSpec(**spec["method_spec"])))  # the method itself unless a test injects faults
     budget = task.budget(spec["budget"])
-    lr = spec["lr"]  # resolved by the parent: it is part of the config id
     record["config"] = spec.get("config", {})
     # What a reader of the record needs without the suite registry: the headline metric and the task's caveat.
     record["info"]["task"] = {"metric": task.metric, "note": task.note}
@@ -87,111 +189,146 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     ref = spec.get("model") or task.default_model
     record["model"] = ref
     checkpoint(record)
-    path = task.resolve_model(ref, Path(spec["model_dir"]) if spec.get("model_dir") else None)
+    path = task.resolve_model(ref, _folder(spec, "model_dir"))
 
     score_on = spec.get("score_on", "eval")  # "dev" for tuning trials: the evaluation split is never opened
-    train_ds, eval_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget, score_on)
-    record["info"]["scored_on"] = task.dev_description(len(eval_ds)) if score_on == "dev" else \
-        f"the {task.eval_split} split ({len(eval_ds)} examples)"
-    steps = budget.steps(len(train_ds))
-    ctx = RunContext(task=task, budget=budget, total_steps=steps, device=device, head_names=[], precision=precision)
-    model, processor = task.load_model(path, **method.load_kwargs(ctx))
-    if getattr(task, "eval_max_length", None):  # virtual tokens take positions from the model's table
-        task.eval_max_length -= method.reserved_positions
+    data = task.load_data(_folder(spec, "data_dir"), budget, score_on)
+    record["info"]["scored_on"] = task.dev_description(len(data.scored)) if score_on == "dev" else \
+        f"the {task.eval_split} split ({len(data.scored)} examples)"
+    steps = budget.steps(len(data.train))
+    ctx = RunContext(task=task, budget=budget, total_steps=steps, device=setting.device, head_names=[],
+                     precision=setting.precision)
+    loaded_model = task.load_model(path, data.label_names, **method.load_kwargs(ctx))
+    model, processor, eval_max_length = loaded_model.model, loaded_model.processor, loaded_model.eval_max_length
+    del loaded_model  # the method may replace the model: nothing else may hold it
+    if eval_max_length:  # virtual tokens take positions from the model's table
+        eval_max_length -= method.reserved_positions
     ctx.head_names = head_names(model)
-    train_examples = task.encode(train_ds, processor, budget, train=True)
-    eval_examples = task.encode(eval_ds, processor, budget, train=False)
+    train_examples = task.encode(data.train, processor, budget, train=True)
+    eval_examples = task.encode(data.scored, processor, budget, train=False, eval_max_length=eval_max_length)
+    return Loaded(task=task, method=method, budget=budget, ctx=ctx, data=data, processor=processor,
+                  train_examples=train_examples, eval_examples=eval_examples, eval_max_length=eval_max_length,
+                  steps=steps, lr=spec["lr"],  # resolved by the parent: it is part of the config id
+                  seed=spec["seed"], score_on=score_on), model
+
+
+def apply(loaded: Loaded, model: torch.nn.Module, setting: Setting, metrics: dict) -> torch.nn.Module:
+    """The method wraps or freezes the model; the model goes to the device; what trains is counted."""
+    method, ctx = loaded.method, loaded.ctx
     model = method.apply(model, ctx)
-    task.after_method(model)
+    loaded.task.after_method(model)
     if not getattr(model, "is_loaded_in_8bit", False):
-        model.to(device)  # quantised models were placed at load time
-    metrics = record["metrics"]
-    metrics.update(count_params(model, ctx.head_names), lr=lr, steps=steps,
-                   train_examples=len(train_examples), eval_examples=len(eval_examples))
+        model.to(setting.device)  # quantised models were placed at load time
+    metrics.update(count_params(model, ctx.head_names), lr=loaded.lr, steps=loaded.steps,
+                   train_examples=len(loaded.train_examples), eval_examples=len(loaded.eval_examples))
     if method.uses_peft:  # checked equal to ours when the method was applied
         metrics["peft_trainable_params"], _ = model.get_nb_trainable_parameters()
+    return model
 
-    stopper = None
-    if spec.get("early_stopping"):  # the dev set: encoded now, scored by the hook outside the timed windows
-        _, dev_ds = task.load_data(Path(spec["data_dir"]) if spec.get("data_dir") else None, budget, "dev")
-        stopper = EarlyStopping(task, task.eval_batches(task.encode(dev_ds, processor, budget, train=False),
-                                                        processor, budget.eval_batch_size),
-                                device, spec["early_stopping"]["patience"],
-                                spec["early_stopping"].get("eval_every") or max(1, steps // 10))
-    metrics.update(peak.window("load"))
-    phase("load")
-    peak.reset()  # the training window
-    metrics["rss_loaded_mb"] = current_rss_mb()
+
+def early_stopping(spec: dict, loaded: Loaded, setting: Setting) -> EarlyStopping | None:
+    """With --early-stopping: the dev set, encoded now (in the load window); the hook scores it outside the
+    timed training windows."""
+    if not spec.get("early_stopping"):
+        return None
+    task, budget, processor = loaded.task, loaded.budget, loaded.processor
+    dev = task.load_data(_folder(spec, "data_dir"), budget, "dev")
+    batches = task.eval_batches(task.encode(dev.scored, processor, budget, train=False,
+                                            eval_max_length=loaded.eval_max_length),
+                                processor, budget.eval_batch_size)
+    return EarlyStopping(task, dev, batches, setting.device, spec["early_stopping"]["patience"],
+                         spec["early_stopping"].get("eval_every") or max(1, loaded.steps // 10))
+
+
+def train_model(loaded: Loaded, model: torch.nn.Module, setting: Setting, stopper: EarlyStopping | None) -> Trained:
+    """The shared training loop; with early stopping, the best dev state is restored at the end."""
+    task, method, budget = loaded.task, loaded.method, loaded.budget
     # Step progress goes to the run's log (or the terminal with --verbose); sparse when not a terminal.
-    with tqdm(total=steps, desc=f"{task.name}/{method.name} train", unit="step",
+    with tqdm(total=loaded.steps, desc=f"{task.name}/{method.name} train", unit="step",
               mininterval=0.5 if sys.stderr.isatty() else 15) as bar:
-        stats = train(model, task.train_batches(train_examples, processor, budget, spec["seed"]), task=task,
-                      method=method, total_steps=steps, lr=lr, device=device, untimed_steps=budget.untimed_steps,
-                      log_every=budget.log_every, progress=bar, precision=precision, on_step_end=stopper)
-    if stopper is not None:
-        record["info"]["early_stopping"] = stopper.restore_best(model)
-        metrics["best_step"] = record["info"]["early_stopping"]["best_step"]
-    metrics.update(peak.window("train"))
+        stats = train(model, task.train_batches(loaded.train_examples, loaded.processor, budget, loaded.seed),
+                      task=task, method=method, total_steps=loaded.steps, lr=loaded.lr, device=setting.device,
+                      untimed_steps=budget.untimed_steps, log_every=budget.log_every, progress=bar,
+                      precision=setting.precision, on_step_end=stopper)
+    return Trained(stats, stopper.restore_best(model) if stopper is not None else None)
+
+
+def record_training(record: dict, loaded: Loaded, model: torch.nn.Module, setting: Setting, trained: Trained,
+                    peak_source: str) -> None:
+    """The training window's figures (memory, throughput, MFU, energy, loss curve) and the method's own
+    checks and figures after training."""
+    metrics, info, stats, device = record["metrics"], record["info"], trained.stats, setting.device
     # The training window's GPU peaks under their older names, which compare, recommend and the reports read.
     if device.type == "cuda":
         metrics["cuda_max_allocated_mb"] = metrics["cuda_peak_train_allocated_mb"]
         metrics["cuda_max_reserved_mb"] = metrics["cuda_peak_train_reserved_mb"]
     metrics["peak_rss_increase_mb"] = metrics["peak_train_mb"] - metrics["rss_loaded_mb"]
-    record["info"]["peak_memory_source"] = peak.source
+    info["peak_memory_source"] = peak_source
     record["loss_curve"] = stats.loss_curve
-    record["info"]["optimizer"] = stats.optimizer
+    info["optimizer"] = stats.optimizer
     metrics.update(train_loss=stats.final_loss, train_task_loss=stats.final_task_loss,
                    timed_steps=stats.timed_steps, timed_windows=stats.windows, train_wall_s=stats.timed_wall_s,
                    train_cpu_s=stats.timed_cpu_s, train_data_s=stats.timed_data_s)
     if stats.timed_steps:
-        metrics.update(train_measures(stats, device, precision, tf32, record["info"]))
-    extra = method.finish(model, ctx)
+        metrics.update(train_measures(stats, device, setting.precision, setting.tf32, info))
+    extra = loaded.method.finish(model, loaded.ctx)
     metrics.update(extra.get("metrics", {}))
-    record["info"].update(extra.get("info", {}))
-    phase("train")
+    info.update(extra.get("info", {}))
 
-    tune_allocator(INFERENCE_MALLOPT)  # glibc's steady state, or evaluation's freed memory stays in the peak
-    peak.reset()  # the inference window: evaluation and latency
-    amp = contextlib.ExitStack()  # evaluation and latency run under the training precision's autocast
-    amp.enter_context(autocast(device, precision))
+
+def evaluate(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> Evaluated:
+    """Predict the scored split (evaluation, or dev in a tuning trial) and score it."""
+    task = loaded.task
     model.eval()
-    batches = task.eval_batches(eval_examples, processor, budget.eval_batch_size)
-    forward = ForwardTimer(model, device)  # forward-only throughput, timed inside the evaluation pass
+    batches = task.eval_batches(loaded.eval_examples, loaded.processor, loaded.budget.eval_batch_size)
+    forward = ForwardTimer(model, setting.device)  # forward-only throughput, timed inside the evaluation pass
     t0 = time.perf_counter()
-    predictions, extra = task.predict(forward, batches, device)
-    eval_s = time.perf_counter() - t0
-    scores = {**task.score(predictions), **extra}
-    if score_on == "dev":  # a tuning trial: dev scores only, named so, and no deployment measurements
-        metrics.update({f"dev_{k}": v for k, v in scores.items()})
-        phase("eval")
-        metrics["wall_time_s"] = time.perf_counter() - wall0
-        return
-    metrics.update(scores)
-    metrics.update(uncertainty(task, predictions))
-    if spec.get("predictions_path"):
-        save_predictions(Path(spec["predictions_path"]), task.eval_order(eval_examples), predictions)
-        record["info"]["predictions"] = spec["predictions_rel"]
-    metrics["eval_examples_per_s"] = len(eval_examples) / eval_s
-    metrics["eval_batch_ms"] = 1000 * eval_s / len(batches)  # mean per batch at the evaluation batch size
-    metrics["infer_examples_per_s"] = forward.examples_per_s()
-    phase("eval")
-    metrics.update(latency(model, task, eval_examples, processor, budget, device))
-    metrics.update(peak.window("infer"))
-    phase("latency")
-    merged = method.merged_copy(model)
-    if merged is not None:  # what a deployed, merged adapter costs: no adapter detour per layer
-        merged.eval()
-        metrics.update({f"latency_merged_{k.removeprefix('latency_')}": v
-                        for k, v in latency(merged, task, eval_examples, processor, budget, device).items()})
-        del merged
-        phase("merged_latency")
-    amp.close()
+    predictions, extra = task.predict(forward, batches, setting.device, loaded.data.label_names)
+    seconds = time.perf_counter() - t0
+    return Evaluated(predictions, {**task.score(predictions), **extra}, seconds, batches, forward.examples_per_s())
 
+
+def record_evaluation(spec: dict, record: dict, loaded: Loaded, evaluated: Evaluated) -> None:
+    """Scores with their interval, the predictions file, and evaluation throughput."""
+    metrics, n = record["metrics"], len(loaded.eval_examples)
+    metrics.update(evaluated.scores)
+    metrics.update(uncertainty(loaded.task, evaluated.predictions))
+    if spec.get("predictions_path"):
+        save_predictions(Path(spec["predictions_path"]), loaded.task.eval_order(loaded.eval_examples),
+                         evaluated.predictions)
+        record["info"]["predictions"] = spec["predictions_rel"]
+    metrics["eval_examples_per_s"] = n / evaluated.seconds
+    # The mean per batch, at the evaluation batch size.
+    metrics["eval_batch_ms"] = 1000 * evaluated.seconds / len(evaluated.batches)
+    metrics["infer_examples_per_s"] = evaluated.infer_examples_per_s
+
+
+def measure(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> dict:
+    """Batch-1 latency of the trained model, as it runs with its adapter."""
+    return latency(model, loaded.task, loaded.eval_examples, loaded.processor, loaded.budget, setting.device)
+
+
+def measure_merged(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> dict | None:
+    """What a deployed, merged adapter costs (no adapter detour per layer); None where the method cannot merge."""
+    merged = loaded.method.merged_copy(model)
+    if merged is None:
+        return None
+    merged.eval()
+    out = {f"latency_merged_{k.removeprefix('latency_')}": v for k, v in
+           latency(merged, loaded.task, loaded.eval_examples, loaded.processor, loaded.budget, setting.device).items()}
+    del merged
+    return out
+
+
+def save(loaded: Loaded, model: torch.nn.Module) -> dict:
+    """What the method stores to reuse the result, saved to a scratch folder and weighed."""
     with tempfile.TemporaryDirectory() as tmp:
-        method.save(model, Path(tmp) / "saved")
-        metrics.update(saved_sizes(Path(tmp) / "saved"))
-    phase("save")
-    metrics["wall_time_s"] = time.perf_counter() - wall0
+        loaded.method.save(model, Path(tmp) / "saved")
+        return saved_sizes(Path(tmp) / "saved")
+
+
+def _folder(spec: dict, key: str) -> Path | None:
+    return Path(spec[key]) if spec.get(key) else None
 
 
 class Phases:
@@ -211,15 +348,17 @@ class EarlyStopping:
     """`on_step_end` hook of bench/execute/train.py: every `every` steps, score the dev split; stop after `patience`
     scores without a gain; keep a copy of the trainable tensors at the best score, restored after training."""
 
-    def __init__(self, task, batches, device, patience: int, every: int):
+    def __init__(self, task, dev: TaskData, batches, device, patience: int, every: int):
         self.task, self.batches, self.device, self.patience, self.every = task, batches, device, patience, every
+        self.dev = dev  # its label names name the predictions; the split stays alive as the run's own data does
         self.curve, self.best, self.best_step, self.best_state, self.since_best = [], -float("inf"), 0, None, 0
 
     def __call__(self, step: int, model) -> bool:
         if step % self.every:
             return False
         model.eval()
-        score = self.task.score(self.task.predict(model, self.batches, self.device)[0])[self.task.metric]
+        predictions, _ = self.task.predict(model, self.batches, self.device, self.dev.label_names)
+        score = self.task.score(predictions)[self.task.metric]
         self.curve.append((step, score))
         if score > self.best:
             self.best, self.best_step, self.since_best = score, step, 0
