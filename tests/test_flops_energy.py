@@ -1,4 +1,5 @@
 """MFU's FLOP count against a hand computation, the peak cache, the training hook, precision names and RAPL."""
+import math
 import time
 from types import SimpleNamespace
 
@@ -89,7 +90,7 @@ def test_on_step_end_runs_after_every_step_outside_the_windows_and_stops_trainin
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])  # fp16 through the grad scaler
 def test_autocast_trains_on_cpu(precision):
     stats = _train(precision=precision)
-    assert stats.steps == 8 and stats.final_loss == stats.final_loss and stats.flops_per_unit == 896
+    assert stats.steps == 8 and math.isfinite(stats.final_loss) and stats.flops_per_unit == 896
 
 
 def test_precision_names_are_checked():
@@ -134,19 +135,25 @@ def test_a_peak_measured_under_contention_is_measured_again_until_a_quiet_one(tm
 
 def test_contention_counts_only_other_processes_beyond_the_free_cpus(monkeypatch):
     assert flops.measure_with_contention(lambda: 1, None) == (1, None)  # GPUs: not measured
-    assert 0.0 <= flops.measure_with_contention(lambda: time.sleep(0.3), 1)[1] <= 1.0  # the real /proc/stat
+    result, contention = flops.measure_with_contention(lambda: time.sleep(0.3) or "slept", 1)
+    assert result == "slept" and isinstance(contention, float)  # the real /proc/stat was read: a figure, not None
     monkeypatch.setattr(flops.os, "sched_getaffinity", lambda pid: {0, 1})
 
-    def run(others_s, threads):
-        busy, own = iter([100.0, 100.0 + 0.25 + others_s]), iter([10.0, 10.25])
+    def run(others_s, threads, wall_s=0.25):
+        """A call of `wall_s` seconds (a fake clock) in which this process used 0.25 CPU s and others `others_s`."""
+        busy, own, clock = iter([100.0, 100.0 + 0.25 + others_s]), iter([10.0, 10.25]), iter([50.0, 50.0 + wall_s])
         monkeypatch.setattr(flops, "_busy_s", lambda cpus: next(busy))
         monkeypatch.setattr(flops, "_own_cpu_s", lambda: next(own))
-        return flops.measure_with_contention(lambda: time.sleep(0.25) or "done", threads)
+        monkeypatch.setattr(flops, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+        return flops.measure_with_contention(lambda: "done", threads)
+    # contention = (others' CPUs' worth - CPUs our threads left free) / threads, within [0, 1]
     assert run(0.0, 2) == ("done", 0.0)
-    result, contention = run(0.5, 2)  # another process kept ~2 CPUs busy: both our threads competed
-    assert result == "done" and contention >= 0.75
-    assert run(0.5, 1)[1] >= 0.5  # one thread, one CPU left free, but the other process wanted both
+    assert run(0.5, 2) == ("done", 1.0)  # others kept 2 CPUs busy: both our threads competed all along
+    assert run(0.375, 2)[1] == 0.75  # 1.5 CPUs' worth over our 2 threads
+    assert run(0.375, 1)[1] == 0.5  # one thread: one CPU left free takes 1 of the 1.5
+    assert run(0.5, 1)[1] == 1.0  # one CPU left free, but the other process wanted both
     assert run(0.2, 1)[1] == 0.0  # under one CPU's worth of others: they ran on the CPU our thread left free
+    assert run(0.5, 2, wall_s=0.19) == ("done", None)  # under 0.2 s: too short for /proc/stat's 10 ms ticks
 
 
 def _zone(root, name, uj, wrap=5_000_000):
