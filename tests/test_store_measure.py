@@ -166,17 +166,22 @@ def test_forward_timer_counts_the_examples_and_time_of_every_call():
     assert timer.examples_per_s() <= 48 / 0.1  # 48 examples in >= 0.1 s
 
 
-def test_timer_and_percentile():
+def test_timer_and_percentile(monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.meters import windows
+    wall, cpu = iter([10.0, 11.5, 20.0, 22.0, 23.0]), iter([1.0, 2.0, 5.0, 5.5])  # fake clocks: exact sums
+    monkeypatch.setattr(windows, "time", SimpleNamespace(perf_counter=lambda: next(wall),
+                                                         process_time=lambda: next(cpu)))
     timer = WindowTimer(torch.device("cpu"))
-    timer.start()
-    sum(range(100000))
-    timer.stop()
-    timer.start()
-    timer.start()  # already running: one window
-    sum(range(100000))
-    timer.stop()
-    timer.stop()
-    assert timer.wall > 0 and timer.cpu >= 0 and timer.windows == 2
+    timer.start()  # wall 10, cpu 1
+    timer.stop()  # 11.5, 2
+    timer.start()  # 20, 5: the 8.5 s between windows are not counted
+    timer.start()  # already running: the window keeps its start, reads no clock
+    timer.stop()  # 22, 5.5
+    timer.stop()  # not running: reads no clock, counts nothing
+    assert (timer.wall, timer.cpu, timer.windows) == (1.5 + 2.0, 1.0 + 0.5, 2)
+    assert next(wall) == 23.0  # exactly four wall readings
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5.0], 95) == 5.0
     with pytest.raises(ValueError):
