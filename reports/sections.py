@@ -6,10 +6,9 @@ conditions never share a mean, a table or a plot. The HTML and Markdown reports 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 
-from bench.core.metrics import headline_metric, metric_info, recorded_task_info, reference_spread
+from bench.core.metrics import best_first, headline_metric, mean_std, metric_info, recorded_task_info, reference_spread
 
 # A parameter count has no declared direction in bench/core/metrics.py (it is a size, not a goal), but in a
 # comparison of fine-tuning methods fewer trainable parameters is the point, as for `trainable_pct`.
@@ -44,10 +43,7 @@ class Stat:
 
 
 def stat(values: list[float]) -> Stat:
-    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not values:
-        return Stat(math.nan, math.nan, 0)
-    return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values))
+    return Stat(*mean_std(values))
 
 
 @dataclass
@@ -188,9 +184,7 @@ def _section(key: dict, records: list[dict]) -> Section:
                 unpooled.append(f"{col.label} of {method} ({spread})")
         rows.append(row)
     if metric:  # best first, as a reader scans the table; rows without a score (failed runs) last
-        sign = -1 if higher_is_better(metric) is not False else 1
-        rows.sort(key=lambda row: (math.isnan(row.mean(metric)), 0 if math.isnan(row.mean(metric))
-                                   else sign * row.mean(metric)))
+        rows.sort(key=lambda row: best_first(metric, row.mean(metric)))
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
     best = best_methods(rows, columns)

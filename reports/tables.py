@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core.files import replaced_atomically
-from bench.core.metrics import chance_level, metric_info, near_chance
+from bench.core.metrics import best_first, chance_level, mean_std, metric_info, near_chance
 
 ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "config_id", "run_id", "invocation",
               "started_at", "finished_at", "error"]
@@ -62,10 +62,10 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
         ok = g[g.status == "ok"]
         metric = metric_of.get(task, "")
         row = {"task": task, "method": method, "status": _status(g), "n": len(ok),
-               "metric": metric, "value": ok[metric].mean() if metric in ok and len(ok) else float("nan"),
-               "std": ok[metric].std() if metric in ok and len(ok) > 1 else float("nan")}
+               "metric": metric}
+        row["value"], row["std"], _ = mean_std(ok[metric] if metric in ok else [])
         for col, name in SUMMARY_COLUMNS.items():
-            row[col] = ok[name].mean() if name in ok and len(ok) else float("nan")
+            row[col] = mean_std(ok[name] if name in ok else [])[0]
         if not len(ok):
             row["note"] = str(g.error.iloc[-1])[:70]
         elif near_chance(row["value"], chance := chance_level(metric, ok["majority_rate"].mean()
@@ -76,9 +76,9 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if len(frame):  # tasks in run order; within a task best first by its headline metric, unscored rows last
         order = {t: i for i, t in enumerate(dict.fromkeys(frame.task))}
-        sign = [1 if metric_info(m).higher_is_better is False else -1 for m in frame.metric]
-        frame = frame.assign(_task=frame.task.map(order), _rank=frame.value * sign).sort_values(
-            ["_task", "_rank"], na_position="last", kind="stable").drop(columns=["_task", "_rank"]).reset_index(drop=True)
+        rows = sorted(range(len(frame)), key=lambda i: (order[frame.task[i]],
+                                                        best_first(frame.metric[i], frame.value[i])))
+        frame = frame.iloc[rows].reset_index(drop=True)
     return frame.drop(columns=[c for c in OPTIONAL_COLUMNS if c in frame and frame[c].isna().all()])
 
 

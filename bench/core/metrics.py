@@ -5,6 +5,8 @@ line in this table. Names not listed fall back to a prefix rule (task metrics su
 """
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 
 
@@ -100,6 +102,23 @@ def metric_info(name: str) -> Metric:
         if name.startswith(prefix):
             return info
     return Metric("", None, "info")
+
+
+def best_first(metric: str, value: float) -> tuple[bool, float]:
+    """Sort key of a value of `metric`: the best first (the highest unless the metric declares lower better),
+    a missing one (None, NaN) last."""
+    if value is None or math.isnan(value):
+        return True, 0.0
+    return False, value if metric_info(metric).higher_is_better is False else -value
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (NaN with fewer than two) and count of the values that are numbers (None
+    and NaN left out): how every table, verdict and ranking averages runs over seeds."""
+    numbers = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not numbers:
+        return math.nan, math.nan, 0
+    return statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else math.nan, len(numbers)
 
 
 # Figures that rest on a reference the harness measured or counted: MFU = FLOPs per example x examples/s / the GEMM

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bench.core.errors import UsageError
-from bench.core.metrics import chance_level, headline_metric, metric_info, near_chance
+from bench.core.metrics import chance_level, headline_metric, mean_std, metric_info, near_chance
 from bench.core.units import format_mb
 from bench.judge import ties
 from bench.judge.pareto import pareto_mask
@@ -98,9 +98,7 @@ def method_table(records: list[dict], metrics: list[str]) -> pd.DataFrame:
         runs = [r["metrics"] for r in records if r["method"] == method]
         row = {"method": method, "n": len(runs)}
         for m in metrics:
-            values = pd.Series([x.get(m, math.nan) for x in runs], dtype=float).dropna()
-            row[m] = values.mean() if len(values) else math.nan
-            row[f"{m}_std"] = values.std() if len(values) > 1 else math.nan
+            row[m], row[f"{m}_std"], _ = mean_std(x.get(m) for x in runs)
         rows.append(row)
     return pd.DataFrame(rows)
 

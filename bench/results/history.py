@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core.errors import UsageError
-from bench.core.metrics import metric_info
+from bench.core.metrics import mean_std, metric_info
 from bench.results.store import ResultStore, latest_runs, upgrade
 
 DB_NAME = "history.db"
@@ -227,5 +227,6 @@ def stats(records: list[dict], keys: list[str] | None = None) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=keys + ["metric", "mean", "std", "n"])
     frame = pd.DataFrame(rows).dropna(subset=["value"])
-    out = frame.groupby(keys + ["metric"], sort=False, dropna=False)["value"].agg(["mean", "std", "count"])
-    return out.rename(columns={"count": "n"}).reset_index()
+    return pd.DataFrame([{**dict(zip(keys + ["metric"], key)), **dict(zip(("mean", "std", "n"), mean_std(group)))}
+                         for key, group in frame.groupby(keys + ["metric"], sort=False, dropna=False)["value"]],
+                        columns=keys + ["metric", "mean", "std", "n"])
