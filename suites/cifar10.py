@@ -1,8 +1,8 @@
 """CIFAR-10: 32 px photos in 10 classes, upsampled for an ImageNet backbone; accuracy on the test split.
 
 The local mirror (../shared/data/cifar10) holds 10,000 training images (1,000 per class) and the first
-1,000 official test images. A linear probe on the frozen MobileNetV2 features scores 0.60 at 64 px, 0.72 at
-96 px and 0.76 at 128 px (PROVENANCE.md): resolution is part of the budget.
+1,000 official test images. Upsampling changes what a frozen backbone sees (PROVENANCE.md has the linear-probe
+scores): resolution is part of the budget.
 """
 from suites.base import Budget
 from suites.image_classification import ImageClassificationTask
@@ -24,7 +24,7 @@ TASK = ImageClassificationTask(
     budgets={
         "smoke": Budget(train_examples=64, batch_size=16, max_length=64, eval_examples=64,
                         latency_samples=5, untimed_steps=1, log_every=1),
-        # With imagenette quick, sized for about 20 minutes for the whole suite on 2 quiet CPU cores.
+        # Sized, with imagenette quick, for the whole suite on CPU in well under an hour (docs/ has the times).
         "quick": Budget(train_examples=4000, batch_size=32, max_length=112, latency_samples=50),
         "full": Budget(train_examples=None, epochs=3, batch_size=32, max_length=128, latency_samples=100),
     },

@@ -16,7 +16,7 @@ TASK = TextClassificationTask(
         # A tiny real-data run for integration tests.
         "smoke": Budget(train_examples=64, batch_size=16, max_length=64, eval_examples=64,
                         latency_samples=5, untimed_steps=1, log_every=1),
-        # All six methods take about 5 minutes on 2 quiet CPU cores (README "Measured on the quick budget").
+        # Sized for a grid on CPU in minutes (docs/ has the measured times).
         "quick": Budget(train_examples=6000, batch_size=16, max_length=64, latency_samples=50),
         "full": Budget(train_examples=None, epochs=2, batch_size=32, max_length=128, latency_samples=100),
     },

@@ -127,8 +127,8 @@ def start_method() -> str:
     """How worker processes start (BENCH_WORKER_START).
 
     `forkserver` (default): a server imports what every run needs (PRELOAD) once and forks each run's process
-    (~0.02 s to ready, against ~4-6 s for a cold interpreter importing torch, transformers and peft). Each run
-    still has a process of its own; its memory figures read like a cold process's (within 1%, README) because
+    (far faster than a cold interpreter importing torch, transformers and peft). Each run still has a process
+    of its own; its memory figures read like a cold process's (docs/design/fork-server.md) because
     the forked process maps the library pages the server had mapped (`_map_server_pages`) and the server holds
     nothing a cold run would not import. `spawn`: a cold interpreter per run.
     """
@@ -142,8 +142,8 @@ def _map_server_pages(server: int) -> None:  # pragma: no cover - runs in the fo
     """Map into this process the file-backed pages (shared libraries' code and data) its server has mapped.
 
     fork copies the page tables of anonymous memory only; library pages the server touched while importing
-    (~90-130 MB of libtorch and friends) are absent from a forked child's RSS until it touches them again, so
-    its peak RSS read ~14% lower than a cold process's. Populating them (MADV_POPULATE_READ, no copy: page
+    (libtorch and friends) are absent from a forked child's RSS until it touches them again, so its peak RSS
+    read lower than a cold process's. Populating them (MADV_POPULATE_READ, no copy: page
     cache) restores what a cold process has mapped. Best effort: on failure the figures read low, as before.
     """
     try:

@@ -46,7 +46,7 @@ class TrainStats:
 def padded_units(batch: dict, added_positions: int = 0) -> int:
     """What a step's FLOPs scale with: padded token positions, with the virtual tokens a prompt method prepends
     to each input (counted per token alone, a short first batch made prompt tuning's FLOPs per example read
-    2.0x too high on SST-2: 2,116 vs 1,034 MFLOP), or examples (images)."""
+    twice too high), or examples (images)."""
     ids = batch.get("input_ids")
     return ids.shape[0] * (ids.shape[-1] + added_positions) if ids is not None else len(batch["labels"])
 

@@ -43,7 +43,7 @@ def value(metric: str, sums: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """Resample weights, drawn once per (n, resamples, seed): a report pairs every method of a task on the same
-    examples, and each draw took ~0.1 s for the 3,453 CoNLL sentences (44 draws were half a report's time)."""
+    examples, and redrawing them for each pairing was most of a report's time."""
     w = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples).astype(float)
     w.flags.writeable = False  # shared by every caller
     return w

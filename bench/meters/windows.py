@@ -172,7 +172,7 @@ class ForwardTimer:
     """Stands in for the model during evaluation: times each forward call (time_call_ms) and counts its
     examples, so the evaluation pass also gives forward-only throughput at the evaluation batch size, over every
     evaluation batch, with no second pass. No call is left out as a warm-up: the model has just trained, and
-    dropping the first batch read 4% below the whole pass's rate (when it was the shortest)."""
+    dropping the first batch (at times the shortest) biased the rate."""
 
     def __init__(self, model, device: torch.device):
         self.model, self.device = model, device
