@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from bench.core import resolve
@@ -88,28 +87,26 @@ def _common(args):
     return [t for t in tasks if t.name in task_names], method_specs, lrs, make_executor(args)
 
 
-def _output(args, kind: str):
-    """(results folder, the newest earlier record of each run in it, invocation id)."""
-    from bench.execute.runner import new_invocation_id
-    from bench.results.store import ResultStore, latest_folder, latest_runs
-    out = args.out
-    if out is None and args.resume:
-        out = latest_folder(DEFAULT_OUT, args.suite, tuning=kind.startswith("tune-"))
-        if out is None:
-            raise UsageError(f"--resume: no results folder of suite {kind!r} under {str(DEFAULT_OUT)!r} "
-                              f"(pass --out FOLDER)")
-    suite = args.suite
-    earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") == suite] if out else []
-    # A folder is one invocation: resuming it keeps its id, so history and `bench compare` see one grid.
-    invocation = earlier[-1]["invocation"] if earlier and earlier[-1].get("invocation") else new_invocation_id()
-    return Path(out or DEFAULT_OUT / f"{invocation}-{kind}"), earlier, invocation
+def _settings(args):
+    """The grid options every configuration shares (bench/execute/plan.py)."""
+    from bench.execute.plan import GridSettings
+    return GridSettings(budget=args.budget, device=args.device, model=args.model,
+                        data_dir=resolve.data_dir(args.data_dir), model_dir=resolve.model_dir(args.model_dir),
+                        precision=args.precision, tf32=args.tf32, cpu_matmul=args.cpu_matmul,
+                        early_stopping=getattr(args, "early_stopping", None),  # `run` only
+                        eval_every=getattr(args, "eval_every", None))
+
+
+def _mode(args) -> str:
+    return "rerun" if args.rerun else "rerun-failed" if args.rerun_failed else "resume"
 
 
 def cmd_run(args) -> int:
+    from bench.execute import plan
     tasks, method_specs, lrs, executor = _common(args)
-    out, earlier, invocation = _output(args, args.suite)
-    data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
-    runs = [configure(task, m, lrs, args, data_dir, model_dir) for task in tasks for m in method_specs]
+    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, args.suite, DEFAULT_OUT)
+    settings = _settings(args)
+    runs = [plan.configure(task, m, settings, lrs) for task in tasks for m in method_specs]
     code, _ = _execute(args, tasks, runs, out, earlier, invocation, executor)
     return code
 
@@ -118,17 +115,12 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
              tuning: bool = False) -> tuple[int, list[dict]]:
     """Run what is left of a grid into `out`, store and summarise it; (exit code, the folder's newest records).
     Tuning grids stay out of the history and the reports: their dev scores are not results."""
-    from bench.execute.runner import plan, run_grid, warm_up
-    from bench.results import predictions
-    from bench.results.store import ResultStore, latest_runs
+    from bench.execute import plan
+    from bench.execute.runner import warm_up
+    from bench.results import history
     from reports.tables import format_summary, summary, write_tables
-    specs = plan(runs, args.seeds, invocation)
-    for spec in specs:
-        spec["predictions_rel"] = predictions.relative_path(spec["run_id"])
-        spec["predictions_path"] = str((out / spec["predictions_rel"]).resolve())
-    mode = "rerun" if args.rerun else "rerun-failed" if args.rerun_failed else "resume"
-    todo, skipped = select_runs(specs, earlier, mode)
-    if todo:
+    grid = plan.plan_grid(runs, args.seeds, invocation, out, earlier, _mode(args))
+    if grid.todo:
         warm_up()  # a fork server (if used) imports the worker's libraries while this process gets ready
     metric_of = {t.name: ("dev_" if tuning else "") + t.metric for t in tasks}
 
@@ -145,16 +137,14 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
                 f"mfu={m.get('train_mfu', float('nan')):.3f}  ({m['wall_time_s']:.0f}s)")
 
     method_names = list(dict.fromkeys(r["method"] for r in runs))
-    print(f"bench: {len(specs)} {'tuning ' if tuning else ''}runs ({args.suite}: {', '.join(t.name for t in tasks)} x "
-          f"{', '.join(method_names)} x seeds {','.join(map(str, args.seeds))}), budget {args.budget}, results in "
-          f"{out}" + (f"; {_skip_line(skipped, mode)}; {len(todo)} to run" if skipped else ""), file=sys.stderr)
-    t0 = time.perf_counter()
-    from bench.results import history
+    print(f"bench: {len(grid.specs)} {'tuning ' if tuning else ''}runs ({args.suite}: "
+          f"{', '.join(t.name for t in tasks)} x {', '.join(method_names)} x seeds {','.join(map(str, args.seeds))}), "
+          f"budget {args.budget}, results in {out}"
+          + (f"; {grid.skip_line()}; {len(grid.todo)} to run" if grid.skipped else ""), file=sys.stderr)
     db = None if tuning else args.db or history.default_path(out)
-    outcome = run_grid(todo, out, verbose=args.verbose, describe=describe, history_db=db, timeout=args.timeout,
-                       executor=executor)
-    wall = time.perf_counter() - t0
-    all_records = latest_runs(ResultStore(out).records(warn=False))  # the folder may hold earlier runs too
+    ran = plan.run_plan(grid, out, executor=executor, verbose=args.verbose, describe=describe, history_db=db,
+                        timeout=args.timeout)
+    outcome, all_records = ran.outcome, ran.records
     paths = write_tables(all_records, out)
     report_failed = False
     if not args.no_report and not tuning:
@@ -165,14 +155,12 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
             report_failed = True
             print(f"bench: the report could not be written ({type(e).__name__}: {e}); the results are safe in "
                   f"{out}; retry with `python -m bench report {out}`", file=sys.stderr)
-    planned = {(s["config_id"], s["seed"]) for s in specs}
-    from bench.results.identity import run_key
     if not tuning:
-        print(format_summary(summary([r for r in all_records if run_key(r) in planned], metric_of)))
-    print(f"\nwall time {wall:.0f} s; tables: {', '.join(str(p) for p in paths.values())}"
+        print(format_summary(summary(grid.own(all_records), metric_of)))
+    print(f"\nwall time {ran.wall_s:.0f} s; tables: {', '.join(str(p) for p in paths.values())}"
           + (f"; history: {db}" if db else ""))
     if outcome.interrupted:
-        print(f"bench: interrupted ({outcome.interrupted}) after {len(outcome.records)} of {len(todo)} runs; "
+        print(f"bench: interrupted ({outcome.interrupted}) after {len(outcome.records)} of {len(grid.todo)} runs; "
               f"tables and report hold every finished run; resume with: {_resume_command(args, out)}",
               file=sys.stderr)
         return 130, all_records
@@ -181,56 +169,36 @@ def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invo
         print(f"bench: no run succeeded ({len(outcome.records)} run(s): {len(failed)} failed, "
               f"{len(outcome.records) - len(failed)} skipped); see {out}/logs", file=sys.stderr)
         return 1, all_records
-    return (1 if report_failed or (failed and args.strict) else 0), \
-        [r for r in all_records if run_key(r) in planned]
+    return (1 if report_failed or (failed and args.strict) else 0), grid.own(all_records)
 
 
 def cmd_tune(args) -> int:
     """Every method: the same log-spaced grid of rates, the same budget and seeds, scored on the dev split;
     the best mean dev score per method goes to suites/tuned/<task>.<budget>.yaml (bench/judge/tuning.py)."""
+    from bench.execute import plan
     from bench.judge import tuning
     tasks, method_specs, _, executor = _common(args)
-    if args.points < 2 or args.span <= 1:
-        raise UsageError(f"bad grid: --points {args.points} --span {args.span:g} (expected >= 2 points, span > 1)")
-    out, earlier, invocation = _output(args, f"tune-{args.suite}")
-    data_dir, model_dir = resolve.data_dir(args.data_dir), resolve.model_dir(args.model_dir)
-    trials = {}  # (task, method label) -> {config label: lr}
-    runs = []
-    for task in tasks:
-        for m in method_specs:
-            for lr in tuning.grid(m.lr, args.points, args.span):
-                trial = m.with_overrides({"lr": lr})
-                runs.append(configure(task, trial, {}, args, data_dir, model_dir, score_on="dev"))
-                trials.setdefault((task.name, m.label), {})[trial.label] = lr
+    plan.check_tuning_grid(args.points, args.span)
+    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, f"tune-{args.suite}",
+                                                   DEFAULT_OUT)
+    runs, trials = plan.tuning_runs(tasks, method_specs, _settings(args), args.points, args.span)
     code, records = _execute(args, tasks, runs, out, earlier, invocation, executor, tuning=True)
     if code == 130:
         return code
-    by_label = {}
-    for r in records:
-        by_label.setdefault((r["task"], r["method"]), []).append(r)
-    command = shlex.join(["python", "-m", "bench", *args.argv])
     for task in tasks:
         metric = f"dev_{task.metric}"
-        results = {}
         print(f"\n{task.name}: {metric} by learning rate (mean over seeds {','.join(map(str, args.seeds))}; "
               f"scored on {task.dev_description()})")
-        for m in method_specs:
-            scores = {}
-            for label, lr in trials[(task.name, m.label)].items():
-                rs = by_label.get((task.name, label), [])
-                scores[lr] = [r["metrics"].get(metric, float("nan")) if r["status"] == "ok" else float("nan")
-                              for r in rs]
-            best = tuning.choose(scores)
-            shown = "  ".join(f"{lr:g}:" + (f"{sum(v) / len(v):.4f}" if v else "-") for lr, v in scores.items())
-            edge = best is not None and best in (min(scores), max(scores))
-            print(f"  {m.label:14s} {shown}  -> {'%g' % best if best is not None else 'no trial succeeded'}"
-                  + ("  (at the edge of the grid: a wider --span may find better)" if edge else ""))
-            if best is not None:
-                results[m.label] = {"lr": best, "grid": list(scores), "method_digest": tuning.method_digest(m),
-                                    "dev_scores": {lr: [round(x, 5) for x in v] for lr, v in scores.items()},
-                                    "at_grid_edge": edge}
+        choices = tuning.choices(records, task.name, metric, method_specs, trials)
+        for c in choices:
+            shown = "  ".join(f"{lr:g}:" + (f"{sum(v) / len(v):.4f}" if v else "-") for lr, v in c.scores.items())
+            print(f"  {c.method.label:14s} {shown}  -> {'%g' % c.best if c.best is not None else 'no trial succeeded'}"
+                  + ("  (at the edge of the grid: a wider --span may find better)" if c.at_grid_edge else ""))
+        results = {c.method.label: c.entry() for c in choices if c.best is not None}
         if results:
-            print(f"  written: {tuning.write(task, args.budget, task.metric, results, args.seeds, args.points, args.span, command)}")
+            written = tuning.write(task, args.budget, task.metric, results, args.seeds, args.points, args.span,
+                                   args.argv)
+            print(f"  written: {written}")
     return code
 
 
@@ -255,74 +223,6 @@ def make_executor(args):
         raise UsageError("--parallel is for --executor local; with ray use --cpus-per-run/--gpus-per-run")
     from bench.execute.ray_executor import RayExecutor
     return RayExecutor(args.address, args.cpus_per_run, args.gpus_per_run)
-
-
-def configure(task, method, lrs: dict, args, data_dir: Path | None, model_dir: Path | None,
-              score_on: str = "eval") -> dict:
-    """One (task, method) configuration: its settings, where its learning rate came from, its config id.
-
-    The rate: --lr, else --set METHOD.lr, else the task's tuned file (suites/tuned/, `bench tune`), else a
-    rate the task itself needs (the smoke tasks' random models), else the method file's."""
-    import dataclasses
-
-    from bench.judge import tuning
-    from bench.results.identity import config_id, run_config
-    tuned = tuning.tuned_lr(task.name, args.budget, method) if score_on == "eval" else None
-    if method.label in lrs or method.name in lrs or "*" in lrs:
-        lr, source = lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
-    elif "lr" in method.overrides:
-        lr, source = method.lr, "grid" if score_on == "dev" else "override"
-    elif tuned is not None:
-        lr, source = tuned, "tuned"
-    elif method.name in task.lr_overrides:
-        lr, source = task.lr_overrides[method.name], "task"
-    else:
-        lr, source = method.lr, "default"
-    from bench.meters import precision
-    prec, tf32 = getattr(args, "precision", "fp32"), getattr(args, "tf32", "off")
-    precision.check(prec, tf32)
-    from bench.meters import cpu_matmul
-    matmul = getattr(args, "cpu_matmul", "default")
-    cpu_matmul.check(matmul)
-    config = run_config(task, method, lr, args.budget, args.model, model_dir, data_dir, args.device, score_on,
-                        prec, tf32, matmul)
-    stopping = getattr(args, "early_stopping", None)
-    if stopping is not None and score_on == "eval":  # off by default, so every method trains the same budget
-        if stopping < 1 or (args.eval_every is not None and args.eval_every < 1):
-            raise UsageError(f"bad --early-stopping {stopping} / --eval-every {args.eval_every} (expected >= 1)")
-        config["early_stopping"] = {"patience": stopping, "eval_every": args.eval_every}
-    return dict(suite=task.suite, task=task.name, method=method.label, method_spec=dataclasses.asdict(method),
-                lr=lr, lr_source=source, budget=args.budget, model=args.model, device=args.device,
-                default_model=task.default_model, data_dir=str(data_dir) if data_dir else None,
-                model_dir=str(model_dir) if model_dir else None, config=config, config_id=config_id(config),
-                score_on=score_on, precision=prec, tf32=tf32, cpu_matmul=matmul,
-                early_stopping=config.get("early_stopping"))
-
-
-def select_runs(specs: list[dict], earlier: list[dict], mode: str) -> tuple[list[dict], dict[str, int]]:
-    """Which planned runs to run, given the newest earlier record of each run in the folder.
-
-    resume (the default): all but those with an `ok` record; rerun: all; rerun-failed: only those whose
-    newest record is `failed` or `interrupted`. Returns (to run, {reason: count} of those not run)."""
-    from bench.results.identity import run_key
-    newest = {run_key(r): r for r in earlier}
-    todo, skipped = [], {}
-    for spec in specs:
-        status = (newest.get((spec["config_id"], spec["seed"])) or {}).get("status")
-        run = {"rerun": True, "resume": status != "ok",
-               "rerun-failed": status in ("failed", "interrupted")}[mode]
-        if run:
-            todo.append(spec)
-        else:
-            reason = f"already {status}" if status else "never run"
-            skipped[reason] = skipped.get(reason, 0) + 1
-    return todo, skipped
-
-
-def _skip_line(skipped: dict[str, int], mode: str) -> str:
-    hint = "--rerun-failed reruns only failed/interrupted runs" if mode == "rerun-failed" else \
-        "--rerun runs them again"
-    return f"{sum(skipped.values())} skipped ({', '.join(f'{n} {why}' for why, n in skipped.items())}; {hint})"
 
 
 def _resume_command(args, out: Path) -> str:

@@ -1,5 +1,6 @@
 """A fair comparison: the tuning protocol, intervals, paired ties, and `bench recommend` following its rule."""
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -28,6 +29,21 @@ def test_grid_is_log_spaced_and_the_same_size_for_every_method():
         assert len(g) == 5 and g[2] == pytest.approx(centre) and g[-1] / g[0] == pytest.approx(100, rel=0.01)
         assert np.allclose(np.diff(np.log(g)), np.log(10) / 2, rtol=0.01)
     assert tuning.choose({1e-3: [0.8], 1e-2: [0.85, 0.83], 1e-1: [float("nan")]}) == 1e-2
+
+
+def test_a_tuned_file_records_no_folder_of_the_machine_that_made_it(tmp_path):
+    """Folders inside the repository are recorded relative to it, those outside are left out; the committed
+    tuned files hold no absolute path."""
+    argv = ["tune", "--suite", "nlp", "--out", str(tuning.PROJECT / "runs" / "tune-x"), "--db", str(tmp_path / "h.db"),
+            f"--data-dir={tmp_path}", "--points", "3"]
+    assert tuning.command_line(argv) == "python -m bench tune --suite nlp --out runs/tune-x --points 3"
+    assert tuning.command_line(["tune", "--out", "runs/tune-y"], cwd=tuning.PROJECT).endswith("--out runs/tune-y")
+    files = sorted(tuning.DEFAULT_DIR.glob("*.yaml"))
+    assert files
+    for path in files:
+        task, budget = path.name.split(".")[:2]
+        for entry in tuning.load(task, budget, tuning.DEFAULT_DIR)["methods"].values():
+            assert not [a for a in shlex.split(entry["command"]) if a.startswith("/")], (path, entry["command"])
 
 
 def test_entity_f1_by_sentence_equals_seqeval():
@@ -109,6 +125,8 @@ def test_tuning_never_opens_the_evaluation_split(tmp_path, data_dir):
     assert all("accuracy" not in r["metrics"] and r["info"]["scored_on"] == "64 examples carved from train (never trained on)" for r in rows)
     chosen = tuning.load("sst2", "smoke", tuned)["methods"]["head"]
     assert chosen["lr"] in chosen["grid"] and len(chosen["dev_scores"]) == 2 and chosen["seeds"] == [0]
+    # The folders were outside the repository: the recorded command leaves them out.
+    assert chosen["command"] == "python -m bench tune --suite nlp --tasks sst2 --methods head --budget smoke --points 2"
     run = run_bench("run", *common, "--out", str(tmp_path / "run"), env=env)
     row = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[-1])
     assert row["status"] == "failed" and "validation.parquet" in row["error"]

@@ -50,13 +50,13 @@ def test_a_smoke_grid_on_ray_gives_the_rows_local_gives(ray_env, smoke_grid, tmp
 def test_faults_are_failed_rows_and_gpus_are_handed_out_one_per_run(ray_env, tmp_path):
     """In-process, on an embedded instance with two fake GPUs: a killed run, a crashed Ray worker, a good run."""
     import methods
-    from bench.cli import build_parser, configure
+    from bench.execute.plan import GridSettings, configure
     from bench.execute.ray_executor import RayExecutor
     from bench.execute.runner import plan, run_grid
     from suites import get_task
-    args = build_parser().parse_args(["run", "--suite", "smoke", "--device", "cpu"])
     task = get_task("smoke", "sentiment")
-    runs = [configure(task, m, {}, args, None, None) for m in methods.resolve(["head", "lora", "bitfit"])]
+    settings = GridSettings(budget="quick", device="cpu")
+    runs = [configure(task, m, settings) for m in methods.resolve(["head", "lora", "bitfit"])]
     os.environ["BENCH_FAULT"] = "kill:lora,killparent:bitfit"
     try:
         executor = RayExecutor(cpus_per_run=1, gpus_per_run=1, init_kwargs={"num_gpus": 2})
@@ -99,14 +99,13 @@ def test_a_killed_node_is_a_failed_row_and_the_other_run_completes(ray_env, tmp_
     from ray.cluster_utils import Cluster
 
     import methods
-    from bench.cli import build_parser, configure
+    from bench.execute.plan import GridSettings, configure
     from bench.execute.ray_executor import RayExecutor
     from bench.execute.runner import plan, run_grid
     from suites import get_task
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     second = cluster.add_node(num_cpus=1)
-    args = build_parser().parse_args(["run", "--suite", "smoke", "--device", "cpu"])
-    runs = [configure(get_task("smoke", "sentiment"), m, {}, args, None, None)
+    runs = [configure(get_task("smoke", "sentiment"), m, GridSettings(budget="quick", device="cpu"))
             for m in methods.resolve(["head", "lora"])]
     os.environ["BENCH_FAULT"] = "sleep:head:0.15,sleep:lora:0.15"  # ~5 s of training each: time to kill a node
 

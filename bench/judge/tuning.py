@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -67,15 +69,105 @@ def tuned_lr(task: str, budget: str, method) -> float | None:
     return None
 
 
+def learning_rate(task, method, budget: str, lrs: dict[str, float], score_on: str = "eval") -> tuple[float, str]:
+    """A configuration's learning rate and where it came from.
+
+    --lr (`lrs`: by method label, else name, else "*" for all), else --set METHOD.lr (a grid point when tuning),
+    else the task's tuned file, else a rate the task itself needs (the smoke tasks' random models), else the
+    method file's. Tuning trials (`score_on="dev"`) never read a tuned file."""
+    tuned = tuned_lr(task.name, budget, method) if score_on == "eval" else None  # a broken file fails every run
+    if method.label in lrs or method.name in lrs or "*" in lrs:
+        return lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
+    if "lr" in method.overrides:
+        return method.lr, "grid" if score_on == "dev" else "override"
+    if tuned is not None:
+        return tuned, "tuned"
+    if method.name in task.lr_overrides:
+        return task.lr_overrides[method.name], "task"
+    return method.lr, "default"
+
+
 def choose(scores: dict[float, list[float]]) -> float | None:
     """The rate with the best mean dev score (a failed trial scores nothing); the smaller rate on a tie."""
     means = {lr: sum(v) / len(v) for lr, v in scores.items() if v and all(math.isfinite(x) for x in v)}
     return max(sorted(means), key=lambda lr: means[lr]) if means else None
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One method's tuning on one task: the dev score of every trial, per rate of its grid, and the rate chosen."""
+
+    method: object  # the MethodSpec as declared, without the trials' rate
+    scores: dict[float, list[float]]  # rate -> one dev score per seed (nan: the trial did not finish ok)
+    best: float | None  # None: no trial succeeded
+
+    @property
+    def at_grid_edge(self) -> bool:
+        """The best rate is the grid's lowest or highest: a wider span may find a better one."""
+        return self.best is not None and self.best in (min(self.scores), max(self.scores))
+
+    def entry(self) -> dict:
+        """What the tuned file keeps for the method (`write` adds the seeds, date, commit and command)."""
+        return {"lr": self.best, "grid": list(self.scores), "method_digest": method_digest(self.method),
+                "dev_scores": {lr: [round(x, 5) for x in v] for lr, v in self.scores.items()},
+                "at_grid_edge": self.at_grid_edge}
+
+
+def choices(records: list[dict], task: str, metric: str, methods: list,
+            trials: dict[tuple[str, str], dict[str, float]]) -> list[Choice]:
+    """Each method's choice on `task` from the tuning grid's records; `metric` is the dev metric (dev_accuracy),
+    `trials` maps (task, method label) to {trial label: rate} (bench/execute/plan.py `tuning_runs`)."""
+    by_label = {}
+    for r in records:
+        by_label.setdefault((r["task"], r["method"]), []).append(r)
+    out = []
+    for m in methods:
+        scores = {}
+        for label, lr in trials[(task, m.label)].items():
+            rs = by_label.get((task, label), [])
+            scores[lr] = [r["metrics"].get(metric, float("nan")) if r["status"] == "ok" else float("nan")
+                          for r in rs]
+        out.append(Choice(m, scores, choose(scores)))
+    return out
+
+
+PATH_OPTIONS = ("--out", "--data-dir", "--model-dir", "--db")
+
+
+def command_line(argv: list[str], cwd: Path | None = None) -> str:
+    """`python -m bench ARGV` as a tuned file records it, the same from any checkout: a folder inside the
+    repository is written relative to it; an option naming a folder outside it is left out (it names a place on
+    the machine that ran the tuning, nowhere else)."""
+    out, rest = [], list(argv)
+    while rest:
+        item = rest.pop(0)
+        name, eq, value = item.partition("=")
+        if name not in PATH_OPTIONS:
+            out.append(item)
+            continue
+        if not eq:
+            value = rest.pop(0) if rest else ""
+        inside = in_project(value, cwd)
+        if inside is not None:
+            out += [name, inside]
+    return shlex.join(["python", "-m", "bench", *out])
+
+
+def in_project(value: str, cwd: Path | None = None) -> str | None:
+    """`value` (a path, relative to `cwd`) relative to the repository, or None for a path outside it."""
+    if not value:
+        return None
+    try:
+        return (Path(cwd or Path.cwd()) / value).resolve().relative_to(PROJECT).as_posix()
+    except ValueError:
+        return None
+
+
 def write(task, budget: str, metric: str, results: dict, seeds: list[int], points: int, span: float,
-          command: str, folder: Path | None = None) -> Path:
-    """Merge `results` ({label: {"lr", "grid", "dev_scores", "method_digest", ...}}) into the task's file."""
+          argv: list[str], folder: Path | None = None) -> Path:
+    """Merge `results` ({label: {"lr", "grid", "dev_scores", "method_digest", ...}}) into the task's file, with the
+    command that made them (`argv`: the arguments of `python -m bench`, its folders made repository-relative)."""
+    command = command_line(argv)
     p = path(task.name, budget, folder)
     data = load(task.name, budget, folder) or {"task": task.name, "suite": task.suite, "budget": budget}
     data.update(metric=f"dev_{metric}", dev=task.dev_description(),
