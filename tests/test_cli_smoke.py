@@ -1,6 +1,7 @@
 """The real CLI on the smoke suite: every method, the tables, failures kept as rows, bad names."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_bench, smoke_table
@@ -25,14 +26,39 @@ def test_every_method_completes_with_measurements(smoke_run):
                 "latency_p95_ms", "eval_examples_per_s", "infer_examples_per_s", "adapter_tensor_mb", "wall_time_s",
                 "train_loss"]:
         assert wide[col].notna().all(), col
-    assert wide.accuracy.between(0, 1).all()
     by = wide.set_index("method")
+    # Accuracy is a share of the evaluation examples, all methods scored on the same ones; `full`, the smoke method
+    # that learns the sentiment rule, beats the majority class.
+    correct = wide.accuracy * wide.eval_examples
+    assert np.allclose(correct, correct.round()) and wide.eval_examples.nunique() == wide.majority_rate.nunique() == 1
+    assert by.loc["full", "accuracy"] > by.loc["full", "majority_rate"]
+    assert np.allclose(wide.trainable_pct, 100 * wide.trainable_params / wide.total_params)
     assert by.loc["full", "trainable_pct"] == pytest.approx(100)
     for m in ["head", "bitfit", "lora"]:
         assert by.loc[m, "trainable_params"] < by.loc["full", "trainable_params"] / 5
-    # The printed summary has a row per method.
+    # The printed summary has one row per (task, method) of the grid, by exact name, with its status and score.
+    printed = printed_summary(proc.stdout)
+    grid = pd.read_parquet(out / "results_wide.parquet")
+    assert sorted((r["task"], r["method"]) for r in printed) == sorted(zip(grid.task, grid.method))
+    sentiment = {r["method"]: r for r in printed if r["task"] == "sentiment"}
     for m in METHODS:
-        assert m in proc.stdout
+        assert (sentiment[m]["status"], sentiment[m]["metric"]) == ("ok", "accuracy"), sentiment[m]
+        assert float(sentiment[m]["value"]) == pytest.approx(by.loc[m, "accuracy"], rel=1e-3), sentiment[m]
+
+
+def printed_summary(stdout: str) -> list[dict]:
+    """The rows of the summary table `bench run` prints: task, method, status, n, metric and value (the mean) of
+    each, read by column, not by searching the text."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["task", "method", "status"])
+    header = lines[start].split()[:6]
+    assert header == ["task", "method", "status", "n", "metric", "value"], header
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows.append(dict(zip(header, line.split())))
+    return rows
 
 
 def test_peft_counts_and_adalora_reallocation_are_recorded(smoke_run):
