@@ -35,9 +35,10 @@ def _header(col) -> str:
 
 def markdown_report(sections: list[Section], title: str) -> str:
     parts = [f"# {title}", "",
-             "Mean ± standard deviation over seeds (n = successful runs); 95% CI: bootstrap interval over evaluation "
-             "examples (seeds pooled); vs best: the difference from the best method with the 95% interval of a paired "
-             "bootstrap, `tied` when it holds 0. **Bold** headline: every method tied with the best; in the other "
+             "Mean ± standard deviation over seeds (n = successful runs); 95% CI: bootstrap interval over seeds and, "
+             "within them, evaluation examples (one seed: examples only, marked `1 seed`: the seed variance is "
+             "unknown); vs best: the difference from the best method with the 95% interval of a paired bootstrap of "
+             "the same kind, `tied` when it holds 0. **Bold** headline: every method tied with the best; in the other "
              "columns **bold** is the best value "
              "(↑ higher is better, ↓ lower is better)."]
     for s in sections:

@@ -125,12 +125,15 @@ class Section:
         if c.basis == "itself":
             return "best"
         if c.basis == "none":
-            return f"{c.diff:+.3f} (no interval)"
+            return f"{c.diff:+.3f} (no interval: {c.note})" if c.note else f"{c.diff:+.3f} (no interval)"
         return ("tied " if c.tied else "") + f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
 
     def interval(self, method: str) -> str:
         ci = self.intervals.get(method)
-        return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–"
+        if not ci:
+            return "–"
+        runs = next((row.ok_runs for row in self.rows if row.method == method), [])
+        return f"[{ci[0]:.3f}, {ci[1]:.3f}]" + (" 1 seed" if len(runs) == 1 else "")  # seed variance unknown
 
     @property
     def title(self) -> str:

@@ -12,13 +12,13 @@ from bench.judge import stats, ties, tuning
 from bench.results import predictions
 
 
-def saved_run(folder, method, correct, seed=0, **metrics):
+def saved_run(folder, method, correct, seed=0, ids=None, **metrics):
     """A record whose predictions file marks `correct` (a 0/1 array) per example, as a worker saves it."""
     r = record(method=method, seed=seed, accuracy=float(np.mean(correct)), **metrics)
     r["source"] = str(folder)
     r["info"]["predictions"] = predictions.relative_path(r["run_id"])
     gold = [1] * len(correct)
-    predictions.save(folder / r["info"]["predictions"], list(range(len(correct))),
+    predictions.save(folder / r["info"]["predictions"], list(range(len(correct))) if ids is None else list(ids),
                      {"gold": gold, "pred": [int(c) for c in correct]})
     return r
 
@@ -67,6 +67,7 @@ def test_identical_predictions_are_tied_and_a_planted_gap_is_not(tmp_path):
     gap = saved_run(tmp_path, "dora", better)
     tie = ties.compare("accuracy", [same], [twin])
     assert tie.basis == "paired bootstrap" and tie.tied and tie.diff == 0
+    assert tie.note == ties.ONE_SEED and "seed variance unknown" in tie.describe("accuracy")
     far = ties.compare("accuracy", [same], [gap])
     assert far.basis == "paired bootstrap" and not far.tied
     assert far.diff == pytest.approx(-0.05) and far.high < 0
@@ -172,3 +173,44 @@ def test_early_stopping_keeps_the_best_dev_state_and_changes_the_config(tmp_path
     assert row["config"]["early_stopping"] == {"patience": 1, "eval_every": 4}
     bad = run_bench("run", *args, "--early-stopping", "0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "bad --early-stopping 0" in bad.stderr
+
+
+def _seeds_of(folder, method, accuracies, n=1000):
+    """One saved run per seed; seed i gets a different random set of correct examples at its accuracy."""
+    rng = np.random.default_rng(len(method))
+    return [saved_run(folder, method, (rng.random(n) < acc).astype(int), seed=i) for i, acc in enumerate(accuracies)]
+
+
+def test_several_seeds_are_resampled_too_so_the_interval_carries_the_seed_variance(tmp_path):
+    steady = _seeds_of(tmp_path, "full", [0.80, 0.80, 0.80])
+    shaky = _seeds_of(tmp_path, "lora", [0.72, 0.80, 0.88])  # the same mean, a seed-to-seed sd of 8 points
+    c = ties.compare("accuracy", shaky, steady)
+    assert c.basis == "hierarchical bootstrap" and c.tied and c.note == ""
+    # Averaging the seeds per example first (the one-level bootstrap) sees only the test set's noise: about
+    # +-2 points here. The seeds' own spread (sd 0.08, three seeds) must widen it well beyond that.
+    width = c.high - c.low
+    one_level = stats.paired_difference("accuracy", np.mean([ties.evaluated(shaky, "accuracy").stats], axis=1)[0],
+                                        np.mean([ties.evaluated(steady, "accuracy").stats], axis=1)[0])
+    assert width > 2 * (one_level[2] - one_level[1])
+    low, high = ties.method_interval("accuracy", shaky)
+    assert high - low > 0.08 and low < 0.80 < high
+
+
+def test_runs_on_different_examples_are_never_paired(tmp_path):
+    rng = np.random.default_rng(0)
+    a = saved_run(tmp_path, "lora", (rng.random(500) < 0.8).astype(int))
+    b = saved_run(tmp_path, "full", (rng.random(500) < 0.8).astype(int), ids=range(1000, 1500))  # same count
+    c = ties.compare("accuracy", [a], [b])
+    assert c.basis == "none" and not c.tied and "different examples" in c.note and "500 positions" in c.note
+    assert "no interval: not paired: different examples" in c.describe("accuracy")
+
+
+def test_without_predictions_the_seed_spread_uses_students_t_for_the_number_of_seeds():
+    from test_history import record as plain
+    for n, factor in ((2, 12.706), (3, 4.303)):
+        a = [plain(method="lora", seed=s, accuracy=0.80 + 0.01 * s) for s in range(n)]
+        b = [plain(method="full", seed=s, accuracy=0.82 + 0.02 * s) for s in range(n)]
+        c = ties.compare("accuracy", a, b)
+        va, vb = np.var([r["metrics"]["accuracy"] for r in a], ddof=1), np.var([r["metrics"]["accuracy"] for r in b], ddof=1)
+        se = np.sqrt(va / n + vb / n)
+        assert c.basis == "seed spread" and (c.high - c.low) / 2 == pytest.approx(factor * se, rel=1e-3)

@@ -105,9 +105,9 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
                 v, note = "ungated", f"not comparable: {spread} among these runs; speed is gated as train_examples_per_s"
             if metric == headline_metric(c_ok) and v != "n/a":  # same examples on both sides: the paired test
                 paired = ties.compare(metric, c_ok, b_ok)
-                if paired.basis == "paired bootstrap":
+                if paired.paired:
                     note = ("tied within noise: " if paired.tied else "") + \
-                        f"paired bootstrap 95% interval of the change [{paired.low:+.4f}, {paired.high:+.4f}]"
+                        f"{paired.basis} 95% interval of the change [{paired.low:+.4f}, {paired.high:+.4f}]"
                     if paired.tied and v in ("regressed", "improved"):
                         v = "unchanged"
             base_mean, cand_mean = b[metric]["mean"], c[metric]["mean"]

@@ -1,19 +1,19 @@
-"""Uncertainty of a score: bootstrap confidence intervals over evaluation examples, paired differences, ties.
+"""Uncertainty of a score: bootstrap confidence intervals over evaluation examples and seeds, paired differences.
 
-Every headline metric is a function of per-example sums, so one resampling scheme serves them all:
-accuracy is mean(correct); entity F1 is 2·TP / (predicted + gold entities), with the three counts kept per
-sentence, so F1 is resampled by sentence (an entity never straddles two). A resample draws example weights
-from a multinomial and sums `weights @ stats`; a paired comparison uses the same weights for both runs.
-Predictions of several seeds of one configuration pool by averaging their per-example counts.
+Every headline metric is a function of per-example means, so one resampling scheme serves them all: accuracy
+is mean(correct); entity F1 is 2·TP / (predicted + gold entities), with the three counts kept per sentence, so
+F1 is resampled by sentence (an entity never straddles two). One run: scipy's percentile bootstrap over
+examples (paired, the same resampled examples for both runs, when two are compared). Several seeds: a
+hierarchical bootstrap (seeds, then examples within them), so the interval carries seed variance too.
+Without saved predictions, a t interval over the seeds' scores.
 """
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 
 KNOWN = ("accuracy", "entity_f1")  # metrics with per-example statistics
 RESAMPLES = 1000
+BATCH = 100  # resamples scipy draws at a time: bounds the memory of a 3,453-sentence pairing
 LEVEL = 0.95
 
 
@@ -40,35 +40,74 @@ def value(metric: str, sums: np.ndarray) -> np.ndarray:
     return np.divide(2 * tp, total, out=np.zeros_like(tp, dtype=float), where=total > 0)
 
 
-@lru_cache(maxsize=4)
-def _weights(n: int, resamples: int, seed: int) -> np.ndarray:
-    """Resample weights, drawn once per (n, resamples, seed): a report pairs every method of a task on the same
-    examples, and redrawing them for each pairing was most of a report's time."""
-    w = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples).astype(float)
-    w.flags.writeable = False  # shared by every caller
-    return w
+def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
-def _normalise(metric: str, stats: np.ndarray) -> np.ndarray:
-    return stats / len(stats) if metric == "accuracy" else stats  # accuracy: sums of 1/n are means
+def _metric_of_means(metric: str, axis: int):
+    """The metric of example means along `axis` (entity F1 is a ratio of sums, so means give it too)."""
+    return lambda *samples, axis=axis: _moved(metric, samples, axis)
 
 
+def _moved(metric: str, samples, axis: int):
+    means = [np.moveaxis(np.mean(s, axis=axis), 0, -1) for s in samples]  # the statistics' axis last
+    return value(metric, means[0]) if len(means) == 1 else value(metric, means[0]) - value(metric, means[1])
+
+
+# scipy takes axis 0 of an [n, k] array as the observations and hands the statistic the resamples with the
+# observations last: hence means along -1, then the k statistics moved last for `value`.
 def bootstrap_ci(metric: str, stats: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
                  level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of the metric over `resamples` bootstrap resamples of the examples."""
-    stats = _normalise(metric, stats)
-    boot = value(metric, _weights(len(stats), resamples, seed) @ stats)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    """Percentile interval of one run's metric over bootstrap resamples of its examples (scipy)."""
+    from scipy.stats import bootstrap
+    res = bootstrap((stats,), _metric_of_means(metric, -1), vectorized=True, n_resamples=resamples,
+                    confidence_level=level, method="percentile", batch=BATCH, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def paired_difference(metric: str, a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
                       level: float = LEVEL) -> tuple[float, float, float]:
-    """(a - b, low, high): the difference on the same examples and its paired bootstrap interval."""
+    """(a - b, low, high): two runs on the same examples, their difference and its paired bootstrap interval
+    (scipy, the same resampled examples for both)."""
+    from scipy.stats import bootstrap
     if len(a) != len(b):
         raise ValueError(f"paired comparison needs the same examples ({len(a)} vs {len(b)})")
-    a, b = _normalise(metric, a), _normalise(metric, b)
-    w = _weights(len(a), resamples, seed)
-    diff = value(metric, w @ a) - value(metric, w @ b)
-    lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
-    return float(value(metric, a.sum(0)) - value(metric, b.sum(0))), float(lo), float(hi)
+    res = bootstrap((a, b), _metric_of_means(metric, -1), paired=True, vectorized=True,
+                    n_resamples=resamples, confidence_level=level, method="percentile", batch=BATCH,
+                    rng=np.random.default_rng(seed))
+    diff = float(value(metric, a.mean(0)) - value(metric, b.mean(0)))
+    return diff, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _seed_means(metric: str, runs: np.ndarray, weights: np.ndarray, rng) -> np.ndarray:
+    """Per resample: the mean over a resample of the seeds of each seed's metric on the resampled examples."""
+    per_seed = np.stack([value(metric, weights @ r) for r in runs], axis=1)  # [resamples, seeds]
+    pick = rng.integers(0, len(runs), size=per_seed.shape)
+    return np.take_along_axis(per_seed, pick, axis=1).mean(axis=1)
+
+
+def hierarchical(metric: str, a: np.ndarray, b: np.ndarray | None = None, resamples: int = RESAMPLES,
+                 seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+    """(estimate, low, high) over several seeds: each resample draws the seeds with replacement and, within
+    them, the examples, so the interval carries the seed-to-seed variance as well as the test set's. `a` and
+    `b` are [seeds, examples, k]; with `b`, the estimate is mean(a) - mean(b) over seeds, its examples drawn
+    the same for both (paired). Hand-written: scipy's bootstrap resamples one level only."""
+    rng = np.random.default_rng(seed)
+    n = a.shape[1]
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=resamples) / n  # [resamples, examples]
+    boot = _seed_means(metric, a, weights, rng)
+    estimate = float(np.mean([value(metric, r.mean(0)) for r in a]))
+    if b is not None:
+        if b.shape[1] != n:
+            raise ValueError(f"paired comparison needs the same examples ({n} vs {b.shape[1]})")
+        boot = boot - _seed_means(metric, b, weights, rng)
+        estimate -= float(np.mean([value(metric, r.mean(0)) for r in b]))
+    return (estimate, *_percentile(boot, level))
+
+
+def t_interval(diff: float, se: float, seeds: int, level: float = LEVEL) -> tuple[float, float]:
+    """diff ± t·se with Student's t for `seeds` runs (df = seeds - 1): 12.7 for two seeds, 4.3 for three."""
+    from scipy.stats import t
+    half = float(t.ppf((1 + level) / 2, max(seeds - 1, 1))) * se
+    return diff - half, diff + half
