@@ -82,7 +82,7 @@ def test_a_hung_run_times_out_and_a_grid_with_no_success_exits_1(tmp_path):
 def test_a_full_disk_is_one_line_and_keeps_the_stored_runs(tmp_path):
     # The real CLI in a subprocess, with the store's write failing as on a full disk from the second record on.
     code = ("import errno, os, sys\n"
-            "from bench import store\n"
+            "from bench.results import store\n"
             "calls = []\n"
             "real = store.ResultStore._write\n"
             "def write(fd, data):\n"
