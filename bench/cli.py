@@ -452,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     recm.add_argument("--max-trainable", metavar="PCT", help="trainable share bound, e.g. 1%%")
     recm.add_argument("--min-metric", action="append", metavar="[NAME=]VALUE",
                       help="lower bound on the task metric (0.8 or 80%%) or on a named metric; repeatable")
-    recm.add_argument("--priority", default="metric", help="metric | memory | speed (default: metric)")
+    recm.add_argument("--priority", default="metric",
+                      help="metric | memory | speed | size (default: metric; adapter size breaks ties only with size)")
     recm.add_argument("--budget", help="budget to rank (default: the newest run's)")
     recm.add_argument("--model", help="model to rank (default: the newest run's)")
     recm.add_argument("--device", help="device to rank (default: the newest run's)")

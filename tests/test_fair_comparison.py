@@ -91,6 +91,7 @@ def test_recommend_picks_lora_over_full_when_tied_on_accuracy_and_lighter(tmp_pa
     why = result.why
     assert "lora ties on accuracy within noise" in why and "full" in why and "peak memory decided" in why
     assert "1.07 GB vs 1.37 GB for full" in why
+    assert "it accepts accuracy 0.8" in why and "for full, the best point estimate (a gap of 0.001147" in why
 
 
 def test_recommend_uses_the_newest_invocation_not_the_whole_history(tmp_path):
@@ -214,3 +215,26 @@ def test_without_predictions_the_seed_spread_uses_students_t_for_the_number_of_s
         va, vb = np.var([r["metrics"]["accuracy"] for r in a], ddof=1), np.var([r["metrics"]["accuracy"] for r in b], ddof=1)
         se = np.sqrt(va / n + vb / n)
         assert c.basis == "seed spread" and (c.high - c.low) / 2 == pytest.approx(factor * se, rel=1e-3)
+
+
+def test_when_everything_after_the_priority_ties_the_better_accuracy_decides_not_adapter_size(tmp_path):
+    """The nlp quick grid's case: LoKr (0.8085) tied with LoRA (0.8268) on accuracy, memory and speed within
+    noise; 9 kB less adapter decided for LoKr. Now the priority metric's point estimate decides."""
+    rng = np.random.default_rng(3)
+    lora_correct = (rng.random(872) < 0.8268).astype(int)
+    lokr_correct = lora_correct.copy()
+    lokr_correct[np.flatnonzero(lora_correct == 1)[:60]] = 0  # 60 sentences lost, 46 gained: 1.6 points lower
+    lokr_correct[np.flatnonzero(lora_correct == 0)[:46]] = 1
+    lora = saved_run(tmp_path, "lora", lora_correct, peak_train_mb=1000.0, train_examples_per_s=180.0,
+                     adapter_tensor_mb=0.300, trainable_pct=0.4)
+    lokr = saved_run(tmp_path, "lokr", lokr_correct, peak_train_mb=1001.0, train_examples_per_s=181.0,
+                     adapter_tensor_mb=0.291, trainable_pct=0.3)
+    assert ties.compare("accuracy", [lokr], [lora]).tied
+    result = rec.recommend([lora, lokr], "smoke", "sentiment", [], "metric")
+    assert result.top == "lora" and list(result.table.method) == ["lora", "lokr"]
+    assert "best point estimate of accuracy decided" in result.why
+    assert any("one seed per method" in n for n in result.notes)
+    by_size = rec.recommend([lora, lokr], "smoke", "sentiment", [], "size")
+    assert by_size.top == "lokr"  # adapter size decides only when asked for
+    assert "best point estimate of adapter size decided" in by_size.why
+    assert "trades away accuracy (0.828 vs 0.844 for lora)" in by_size.why

@@ -19,7 +19,7 @@ from bench.judge import ties
 from bench.judge.pareto import pareto_mask
 from bench.results.store import latest_runs
 
-PRIORITIES = ["metric", "memory", "speed"]
+PRIORITIES = ["metric", "memory", "speed", "size"]
 SPEED = "train_examples_per_s"
 SIZE = "adapter_tensor_mb"
 
@@ -143,9 +143,11 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     if len(front):
         mask = pareto_mask(front[[m for m, _ in objectives]].values.tolist(), [up for _, up in objectives])
         table.loc[front.index, "pareto"] = mask
-    order = {"metric": [(head, False), (memory, True), (SPEED, False), (SIZE, True)],
-             "memory": [(memory, True), (head, False), (SPEED, False), (SIZE, True)],
-             "speed": [(SPEED, False), (head, False), (memory, True), (SIZE, True)]}[priority]
+    # Adapter size breaks ties only when asked for (--priority size): a few kB should not outrank accuracy.
+    order = {"metric": [(head, False), (memory, True), (SPEED, False)],
+             "memory": [(memory, True), (head, False), (SPEED, False)],
+             "speed": [(SPEED, False), (head, False), (memory, True)],
+             "size": [(SIZE, True), (head, False), (memory, True), (SPEED, False)]}[priority]
     by_method = {m: [r for r in ok if r["method"] == m] for m in table.method}
     eligible = table[table.eligible]
     ranked, decisions = [], {}
@@ -164,7 +166,10 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
         result.notes.append(nothing_satisfies(table, constraints))
         return result
     result.top = ranked[0]
-    result.why = explain(table, result.top, priority, head, memory, decisions[result.top])
+    result.why = explain(table, result.top, priority, head, memory, decisions[result.top], order)
+    if table[table.eligible].n.max() == 1:
+        result.notes.append("evidence: one seed per method, so the seed-to-seed variance is unknown; run --seeds 0,1,2 "
+                            "before relying on a close call")
     if table.set_index("method").loc[result.top, "near_chance"]:
         result.notes.append(f"warning: every eligible method scored near chance on {head}; "
                             "train longer (a larger --budget) before trusting this choice")
@@ -202,8 +207,11 @@ def pick(pool: list[str], rows, by_method: dict, order: list[tuple[str, bool]], 
                       [(m, judged[m][1]) for m in cands if m not in keep]))
         cands = keep
         if len(cands) == 1:
-            break
-    return cands[0], steps  # still tied on every criterion: the best raw value of the last one
+            return cands[0], steps
+    # Still tied on every criterion: the best point estimate of the priority metric decides.
+    metric, ascending = order[0]
+    valued = [m for m in cands if not math.isnan(rows.loc[m, metric])] or cands
+    return sorted(valued, key=lambda m: rows.loc[m, metric], reverse=not ascending)[0], steps
 
 
 def nothing_satisfies(table: pd.DataFrame, constraints: list[Constraint]) -> str:
@@ -227,7 +235,8 @@ def _clearly_worse(metric: str, mine, mine_std, other, other_std) -> bool:
     return verdict(metric, other, other_std, mine, mine_std, Thresholds())[0] == "regressed"
 
 
-def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str, steps: list) -> str:
+def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str, steps: list,
+            order: list[tuple[str, bool]]) -> str:
     """What decided, as the ranking rule applied it: the criteria on which rivals tied with the top choice
     within noise, the one that separated it, then what it trades away against the others."""
     rows = table[table.eligible].set_index("method")
@@ -250,7 +259,14 @@ def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str
                           f"the closest rival ({how})")
             break
     if steps and steps[-1][2]:  # tied on every criterion
-        parts.append("tied on every criterion; it has the best raw value of the last")
+        parts.append(f"tied within noise on every criterion, so the best point estimate of {_name(order[0][0])} decided")
+    first, ascending = order[0]
+    values = rows[first].dropna()
+    leader = (values.idxmin() if ascending else values.idxmax()) if len(values) else top
+    if leader != top:  # a rival has the better point estimate on what the user asked for: say what is accepted
+        parts.append(f"it accepts {_name(first)} {_show(first, rows.loc[top, first])} against "
+                     f"{_show(first, rows.loc[leader, first])} for {leader}, the best point estimate "
+                     f"(a gap of {abs(rows.loc[top, first] - rows.loc[leader, first]):.4g}, within noise)")
     if not parts:  # it was alone in its group: every other eligible method scored near chance
         parts.append(f"{top} is the only eligible method not near chance on {head} "
                      f"({_show(head, rows.loc[top, head])}; the others learned nothing measurable)")
