@@ -36,11 +36,13 @@ def tiny_model_and_batches():
 
 
 def bare_loop(model, batches, lr: float) -> None:
-    """What a user would write: the same optimizer settings as bench/execute/train.py (fused AdamW, weight decay 0.01,
-    6% linear warm-up then decay, clipping at 1.0), reading the loss each step."""
+    """What a user would write: the same optimizer settings as bench/execute/train.py (fused AdamW, weight decay 0.01
+    except biases and norms, 6% linear warm-up then decay, clipping at 1.0), reading the loss each step."""
     from transformers import get_linear_schedule_with_warmup
+
+    from bench.execute.train import parameter_groups
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=True)
+    optimizer = torch.optim.AdamW(parameter_groups(model), lr=lr, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * len(batches)), len(batches))
     model.train()
     for batch in batches:

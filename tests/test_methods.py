@@ -70,3 +70,22 @@ def test_adalora_skips_the_importance_update_of_a_step_the_fp16_grad_scaler_skip
         next(p for p in model.parameters() if p.grad is not None).grad[0] = float("inf")
         method.on_step(model, 6)
         assert calls == expected, precision
+
+
+def test_weight_decay_spares_biases_and_norms_as_hf_trainer_does():
+    """BitFit trains biases and LN tuning norms: decaying them (as every parameter once was) handicaps them."""
+    from transformers import AutoModelForSequenceClassification
+
+    from bench.execute.train import parameter_groups
+    from suites.smoke import tiny_bert_dir
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir(), num_labels=2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, spared = ([names[id(p)] for p in g["params"]] for g in parameter_groups(model))
+    assert [g["weight_decay"] for g in parameter_groups(model)] == [0.01, 0.0]
+    for p in model.parameters():
+        p.requires_grad = p is model.classifier.weight
+    assert [[q is model.classifier.weight for q in g["params"]] for g in parameter_groups(model)] == [[True]]
+    assert spared and all(n.endswith("bias") or "LayerNorm" in n for n in spared)
+    assert all(not n.endswith("bias") and "LayerNorm" not in n for n in decayed)
+    assert "bert.encoder.layer.0.attention.self.query.weight" in decayed
+    assert len(decayed) + len(spared) == len(list(model.parameters()))

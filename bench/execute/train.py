@@ -18,6 +18,7 @@ from bench.meters import flops
 from bench.meters.energy import EnergyMeter
 from bench.meters.precision import autocast, grad_scaler
 from bench.meters.windows import WindowTimer
+from bench.results.identity import WEIGHT_DECAY
 from suites.base import to_device
 
 
@@ -52,6 +53,17 @@ def padded_units(batch: dict, added_positions: int = 0) -> int:
 
 
 
+def parameter_groups(model: torch.nn.Module) -> list[dict]:
+    """AdamW's weight decay as HF Trainer applies it (its own rule): not on biases and normalisation weights,
+    which are exactly what BitFit and LN tuning train, so decaying them would handicap those methods."""
+    from transformers import Trainer
+    decay = set(Trainer.get_decay_parameter_names(None, model))  # reads nothing from the trainer itself
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trainable if n in decay], "weight_decay": WEIGHT_DECAY},
+              {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def optimizer_kwargs(params: list, device: torch.device) -> dict:
     """fused=True where every trainable tensor is a floating-point tensor on a device fused AdamW supports."""
     ok = device.type in ("cpu", "cuda") and all(p.is_floating_point() and p.device.type == device.type
@@ -79,7 +91,7 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
     model) -> bool`, called after every optimizer step outside the timed windows (True stops training). The
     first max(untimed_steps, 1) steps are untimed; the first two of them have their forward + backward FLOPs counted."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, **optimizer_kwargs(params, device))
+    optimizer = torch.optim.AdamW(parameter_groups(model), lr=lr, **optimizer_kwargs(params, device))
     stats = TrainStats(optimizer="adamw-fused" if optimizer.defaults.get("fused") else "adamw-foreach")
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
     scaler = grad_scaler(device, precision)

@@ -20,6 +20,7 @@ from pathlib import Path
 IDENTITY = ("run_id", "invocation", "config_id", "suite", "task", "method", "seed", "budget")  # in every record
 PRECISION = "fp32"  # the default; --precision bf16|fp16 autocasts (bench/meters/precision.py)
 OPTIMIZER = "adamw-fused"  # bench/execute/train.py falls back to foreach (and records it) where fused cannot run
+WEIGHT_DECAY = 0.01  # AdamW, as HF Trainer applies it: not on biases and normalisation weights (train.py)
 _file_hashes: dict[tuple, str] = {}
 
 
@@ -39,7 +40,8 @@ def run_config(task, method, lr: float, budget: str, model_ref: str | None, mode
             {"name": budget, **fields},
             "model": task.model_identity(model_ref or task.default_model, model_dir),
             "data": task.data_identity(data_dir, score_on), "device": device, "precision": precision,
-            "optimizer": OPTIMIZER, **({"tf32": "on"} if tf32 == "on" else {}),  # "off", how earlier runs ran, keeps their ids
+            "optimizer": OPTIMIZER, "weight_decay": {"rate": WEIGHT_DECAY, "excludes": "biases, norms"},
+            **({"tf32": "on"} if tf32 == "on" else {}),  # "off", how earlier runs ran, keeps their ids
             **({"cpu_matmul": cpu_matmul} if cpu_matmul != "default" else {})}  # likewise
 
 
