@@ -14,7 +14,7 @@ import jinja2
 
 from bench.core.errors import UsageError
 from bench.core.files import write_text
-from bench.results.store import RESULTS_FILE, ResultStore, latest_folder, latest_runs
+from bench.results.store import RESULTS_FILE, ResultStore, in_plan_order, latest_folder, latest_runs
 from reports.markdown import markdown_report
 from reports.plots import history_plot, method_colors, section_plots
 from reports.sections import build_sections, fmt_number
@@ -37,7 +37,7 @@ def load_records(paths: list[str | os.PathLike]) -> tuple[list[dict], list[Path]
             if key not in seen:
                 seen.add(key)
                 records.append(r)
-    return latest_runs(records, per=("invocation",)), folders
+    return in_plan_order(latest_runs(records, per=("invocation",))), folders  # never in the order they ran
 
 
 def _environment() -> jinja2.Environment:

@@ -174,3 +174,39 @@ def test_parallel_runs_share_the_cores_and_give_every_row(tmp_path):
     assert bad.returncode == 2 and "bad --parallel 0" in bad.stderr
     stray = run_bench(*SMOKE, "--cpus-per-run", "1", "--out", str(tmp_path / "y"))
     assert stray.returncode == 2 and "need --executor ray" in stray.stderr
+
+
+def test_a_reader_never_sees_the_line_a_writer_is_writing(tmp_path, monkeypatch, capsys):
+    import threading
+
+    from bench.results import store as store_module
+    write = store_module.ResultStore._write
+    half_written, done = threading.Event(), threading.Event()
+
+    def slow_write(fd, data):  # a long record reaching the disk in two pieces, a reader looking in between
+        write(fd, data[:len(data) // 2])
+        half_written.set()
+        time.sleep(0.05)
+        write(fd, data[len(data) // 2:])
+
+    monkeypatch.setattr(store_module.ResultStore, "_write", staticmethod(slow_write))
+    store = store_module.ResultStore(tmp_path)
+
+    def writer():
+        for i in range(10):
+            store.append({"run_id": str(i), "invocation": "i", "config_id": "c", "seed": i, "pad": "x" * 10_000})
+        done.set()
+        half_written.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    corrupt = []
+    while not done.is_set():
+        half_written.wait(5)
+        half_written.clear()
+        reader = store_module.ResultStore(tmp_path)
+        reader.records()
+        corrupt += reader.corrupt_lines
+    thread.join()
+    assert corrupt == [] and "corrupt" not in capsys.readouterr().err
+    assert len(store_module.ResultStore(tmp_path).records()) == 10

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.core.errors import UsageError
+from bench.core.errors import DataError, UsageError
 from bench.execute.allocator import tune_allocator
 from bench.execute.process import (
     LOG_TAIL_CHARS,
@@ -324,10 +324,13 @@ def run_grid(specs: list[dict], out_dir: Path, verbose: bool = False, describe=N
     store = ResultStore(out_dir)
     outcome = Outcome()
     executor = executor or LocalExecutor()
+    order = {s["run_id"]: s["order"] for s in specs if s.get("order")}  # bench/execute/plan.py plan_grid
     with Interrupt() as interrupt:
         bar = tqdm(total=len(specs), desc="runs", unit="run", disable=None, file=sys.stderr)
         for record in executor.run(specs, out_dir / "logs", verbose, timeout, interrupt):
             record["schema"] = SCHEMA
+            if record.get("run_id") in order:  # its place in the order the grid's runs went in
+                record.setdefault("info", {})["order"] = order[record["run_id"]]
             store.append(record)  # stored at once: a later crash cannot lose it
             if history_db is not None:
                 _record_history(history_db, record, out_dir)
@@ -349,5 +352,5 @@ def _record_history(db: Path, record: dict, out_dir: Path) -> None:
     from bench.results import history
     try:
         history.record_run(db, record, source=str(Path(out_dir).resolve()))
-    except (sqlite3.Error, OSError) as exc:
+    except (sqlite3.Error, OSError, DataError) as exc:  # DataError: a damaged database (history.connect)
         tqdm.write(f"bench: warning: could not write {db}: {exc}", file=sys.stderr)

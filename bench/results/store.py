@@ -79,25 +79,31 @@ class ResultStore:
 
     def records(self, warn: bool = True) -> list[dict]:
         """Every record in file order. Lines that are not valid JSON are skipped and their numbers kept in
-        `corrupt_lines` (and named on stderr): never hidden, never fatal."""
+        `corrupt_lines` (and named on stderr): never hidden, never fatal. The file is read whole under a shared
+        lock (writers hold an exclusive one while they append), so a line being written is never read half-way."""
         self.corrupt_lines = []
         if not self.path.is_file():
             return []
         out = []
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(f, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = None
-                if isinstance(record, dict):
-                    record.setdefault("source", str(self.path.parent.resolve()))  # where its predictions lie
-                    out.append(upgrade(record))
-                else:
-                    self.corrupt_lines.append(number)
+        with open(self.path, "rb") as raw:
+            fcntl.flock(raw.fileno(), fcntl.LOCK_SH)
+            try:
+                text = raw.read().decode("utf-8", errors="replace")
+            finally:
+                fcntl.flock(raw.fileno(), fcntl.LOCK_UN)
+        for number, line in enumerate(text.split("\n"), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                record.setdefault("source", str(self.path.parent.resolve()))  # where its predictions lie
+                out.append(upgrade(record))
+            else:
+                self.corrupt_lines.append(number)
         if warn and self.corrupt_lines:
             print(f"bench: warning: {self.path}: skipped {len(self.corrupt_lines)} corrupt line(s) (not a JSON "
                   f"record; a writer killed mid-line leaves one): line {', '.join(map(str, self.corrupt_lines))}",
@@ -126,3 +132,16 @@ def latest_runs(records: list[dict], per: tuple[str, ...] = ()) -> list[dict]:
         newest.pop(key, None)  # re-insert so the order follows the newest record
         newest[key] = r
     return list(newest.values())
+
+
+def in_plan_order(records: list[dict]) -> list[dict]:
+    """The records in their grid's fixed order (task, seed, method: `info.order.planned`, bench/execute/plan.py),
+    whatever order the runs went in, so that tables and reports never depend on it. Invocations keep the order they
+    first appear in; a record without `info.order` (older ones) keeps its place among its invocation's."""
+    first = {inv: i for i, inv in reversed(list(enumerate(r.get("invocation") for r in records)))}
+
+    def key(item):
+        i, r = item
+        planned = ((r.get("info") or {}).get("order") or {}).get("planned")
+        return first[r.get("invocation")], planned if isinstance(planned, int) else i
+    return [r for _, r in sorted(enumerate(records), key=key)]
