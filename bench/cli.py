@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.core import resolve
-from bench.core.errors import StorageFull, UsageError
+from bench.core.errors import DataError, StorageFull, UsageError
 
 DEFAULT_OUT = Path("runs")
 
@@ -113,13 +113,22 @@ def cmd_run(args) -> int:
 
 def _execute(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invocation: str, executor,
              tuning: bool = False) -> tuple[int, list[dict]]:
-    """Run what is left of a grid into `out`, store and summarise it; (exit code, the folder's newest records).
-    Tuning grids stay out of the history and the reports: their dev scores are not results."""
+    """Run what is left of a grid into `out`, holding the folder (bench/execute/plan.py GridLock: a second grid into
+    it is refused at once, exit 2), store and summarise it; (exit code, the folder's newest records)."""
+    from bench.execute import plan
+    with plan.GridLock(out, invocation):
+        return _execute_held(args, tasks, runs, out, earlier, invocation, executor, tuning)
+
+
+def _execute_held(args, tasks, runs: list[dict], out: Path, earlier: list[dict], invocation: str, executor,
+                  tuning: bool = False) -> tuple[int, list[dict]]:
+    """_execute in a folder this grid holds. Tuning grids stay out of the history and the reports: their dev scores
+    are not results."""
     from bench.execute import plan
     from bench.execute.runner import warm_up
     from bench.results import history
     from reports.tables import format_summary, summary, write_tables
-    grid = plan.plan_grid(runs, args.seeds, invocation, out, earlier, _mode(args))
+    grid = plan.plan_grid(runs, args.seeds, invocation, out, earlier, _mode(args), args.order)
     if grid.todo:
         warm_up()  # a fork server (if used) imports the worker's libraries while this process gets ready
     metric_of = {t.name: ("dev_" if tuning else "") + t.metric for t in tasks}
@@ -356,17 +365,21 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="local data mirror (default: $BENCH_DATA_DIR, else the Hub)")
     p.add_argument("--model-dir", help="local models folder (default: $BENCH_MODEL_DIR, else packages/Hub)")
     p.add_argument("--out", type=Path, help="results folder (default: runs/<time>-<suite>); an existing one is "
-                                               "resumed: runs already ok there are skipped")
+                                               "resumed: runs already ok or skipped there are not run again")
     p.add_argument("--strict", action="store_true", help="exit 1 if any run failed")
     p.add_argument("--verbose", action="store_true", help="show each worker's output instead of logging it")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html and report.md")
     p.add_argument("--resume", action="store_true",
                    help="continue the newest results folder of this suite under runs/ (or --out): skip every "
-                          "run that already has an ok row there (the default for any existing --out folder)")
+                          "run whose newest row there is ok or skipped (the default for any existing --out folder)")
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--rerun", action="store_true", help="run every run again, even those already ok")
+    again.add_argument("--rerun", action="store_true", help="run every run again, even those already ok or skipped")
     again.add_argument("--rerun-failed", action="store_true",
                        help="run again only the runs whose newest row is failed or interrupted")
+    p.add_argument("--order", default="random", choices=["random", "fixed"],
+                   help="random (default): the runs in a shuffled order, seeded by the invocation id (a resumed "
+                        "grid keeps it; each record holds info.order), so drift and --parallel neighbours fall on "
+                        "no method more than another; fixed: task, seed, method order")
     p.add_argument("--executor", default="local", help="local (default) or ray")
     p.add_argument("--parallel", type=int, default=1, metavar="N",
                    help="local executor: runs at once on this machine (default 1; with several GPUs, one each)")
@@ -475,6 +488,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
-    except StorageFull as exc:
+    except (StorageFull, DataError) as exc:  # DataError: e.g. a damaged history database, named with what to do
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

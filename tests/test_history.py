@@ -148,3 +148,22 @@ def test_summary_shows_mean_std_n_and_flags_near_chance():
     assert frame.loc["full", "n"] == 3 and frame.loc["full", "std"] == pytest.approx(0.02)
     assert "near chance" in frame.loc["head", "note"] and pd.isna(frame.loc["full"].get("note"))
     assert "0.92 ± 0.02" in format_summary(frame.reset_index())
+
+
+@pytest.mark.parametrize("damage", ["not a database", "truncated"])
+def test_a_damaged_history_is_one_line_naming_the_file_and_what_to_do(tmp_path, damage):
+    from conftest import run_bench
+    db = tmp_path / "history.db"
+    if damage == "not a database":
+        db.write_text("this is a text file, not SQLite\n" * 100)
+    else:
+        history.record_runs(db, [record(), record(seed=1)])
+        with sqlite3.connect(db) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = db.read_bytes()
+        db.write_bytes(data[:100] + b"\xff" * 200 + data[300:])  # the schema pages overwritten
+    for args in (["compare", "--baseline", "previous"], ["history"], ["recommend", "--suite", "smoke"]):
+        proc = run_bench(*args, "--db", str(db))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len(lines) == 1 and str(db) in lines[0] and "damaged" in lines[0], (args, lines)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.errors import UsageError
+from bench.core.errors import DataError, UsageError
 from bench.core.metrics import mean_std, metric_info
 from bench.results.store import ResultStore, latest_runs, upgrade
 
@@ -80,8 +80,26 @@ def connect(path: str | os.PathLike, create: bool = True):
         if create:
             _prepare(con)
         yield con
+    except Exception as exc:
+        if _damaged(exc):
+            raise DataError(f"the history database {str(path)!r} is damaged or not an SQLite database "
+                            f"({_damaged(exc)}): move it aside and rebuild it with `python -m bench history --import "
+                            f"FOLDER ...` from the results folders, or pass another --db") from exc
+        raise
     finally:
         con.close()
+
+
+def _damaged(exc: BaseException) -> str | None:
+    """SQLite's message when `exc` (or what it wraps: pandas re-raises read_sql's errors as its own) says the file is
+    damaged or no database (SQLITE_CORRUPT, SQLITE_NOTADB); None for anything else, a busy lock included."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.DatabaseError) and (
+                getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+                or "malformed" in str(exc) or "not a database" in str(exc)):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _prepare(con: sqlite3.Connection) -> None:
