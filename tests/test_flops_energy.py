@@ -9,6 +9,7 @@ from torch import nn
 
 from bench.core.errors import UsageError
 from bench.execute.train import train
+from bench.meters import contention as meter
 from bench.meters import cpu_matmul, energy, flops
 from bench.meters.precision import check
 
@@ -137,14 +138,14 @@ def test_contention_counts_only_other_processes_beyond_the_free_cpus(monkeypatch
     assert flops.measure_with_contention(lambda: 1, None) == (1, None)  # GPUs: not measured
     result, contention = flops.measure_with_contention(lambda: time.sleep(0.3) or "slept", 1)
     assert result == "slept" and isinstance(contention, float)  # the real /proc/stat was read: a figure, not None
-    monkeypatch.setattr(flops.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(meter.os, "sched_getaffinity", lambda pid: {0, 1})
 
     def run(others_s, threads, wall_s=0.25):
         """A call of `wall_s` seconds (a fake clock) in which this process used 0.25 CPU s and others `others_s`."""
         busy, own, clock = iter([100.0, 100.0 + 0.25 + others_s]), iter([10.0, 10.25]), iter([50.0, 50.0 + wall_s])
-        monkeypatch.setattr(flops, "_busy_s", lambda cpus: next(busy))
-        monkeypatch.setattr(flops, "_own_cpu_s", lambda: next(own))
-        monkeypatch.setattr(flops, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+        monkeypatch.setattr(meter, "busy_s", lambda cpus: next(busy))  # the meter flops shares with the runs
+        monkeypatch.setattr(meter, "own_cpu_s", lambda: next(own))
+        monkeypatch.setattr(meter, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
         return flops.measure_with_contention(lambda: "done", threads)
     # contention = (others' CPUs' worth - CPUs our threads left free) / threads, within [0, 1]
     assert run(0.0, 2) == ("done", 0.0)
@@ -154,6 +155,7 @@ def test_contention_counts_only_other_processes_beyond_the_free_cpus(monkeypatch
     assert run(0.5, 1)[1] == 1.0  # one CPU left free, but the other process wanted both
     assert run(0.2, 1)[1] == 0.0  # under one CPU's worth of others: they ran on the CPU our thread left free
     assert run(0.5, 2, wall_s=0.19) == ("done", None)  # under 0.2 s: too short for /proc/stat's 10 ms ticks
+    assert run(0.0, 4)[1] == 0.0  # 4 threads on 2 CPUs need no more than both: alone, nothing was taken
 
 
 def _zone(root, name, uj, wrap=5_000_000):

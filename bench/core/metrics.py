@@ -78,6 +78,9 @@ METRICS: dict[str, Metric] = {
     "eval_batch_ms": Metric("ms", False, "speed"),
     "wall_time_s": Metric("s", False, "speed"),
     "worker_start_s": Metric("s", False, "speed"),  # runner starting the run -> its worker ready to work
+    # what other processes took during the timed training windows (see `contended`)
+    "contention": Metric("ratio", None, "info"),  # share of the CPU time the run's threads needed, /proc/stat
+    "gpu_other_processes": Metric("count", None, "info"),  # CUDA: other processes NVML listed on the GPU
     # bookkeeping
     "steps": Metric("count", None, "info"),
     "train_examples": Metric("count", None, "info"),
@@ -127,15 +130,42 @@ def mean_std(values) -> tuple[float, float, int]:
 # another way) have figures that are not comparable although their speeds are: such figures are neither averaged
 # nor gated (train_examples_per_s is).
 REFERENCES_OF = {"train_mfu": ("peak_flops_per_s", "train_flops_per_example"),
+                 "train_mfu_datasheet": ("train_flops_per_example",),
                  "train_flops_per_s": ("train_flops_per_example",)}
 # One host's peak re-measured moves a few per cent (444-456 GFLOP/s), a configuration's FLOPs per example up to 5%
 # from seed to seed (padding); measured or counted another way, 2x (223 vs 453 GFLOP/s; BOFT 2,535 vs 1,250 MFLOP).
 REFERENCE_TOLERANCE = 0.10
 
 
+# An int8 base's matmuls are counted as float FLOPs (or not at all, inside int8 kernels) and divided by a float
+# peak: such a run's FLOP/s is not comparable with a float run's, and its MFU with no run's (not even its own
+# kind's: the peak is not that of the kernels it ran).
+INT8_FLOAT_COUNTED = ("train_mfu", "train_mfu_datasheet", "train_flops_per_s")
+INT8_ALONE = ("train_mfu", "train_mfu_datasheet")
+
+
+def int8_base(record: dict) -> bool:
+    """Whether the run held its frozen base in int8 (`quantize_base: int8`), as its record says: the int8 figures
+    (`base_int8_mb`), the backend (`info.int8_backend`) or the method's configuration."""
+    mb = (record.get("metrics") or {}).get("base_int8_mb")
+    if mb is not None and mb == mb:  # a wide table's empty cell is NaN
+        return True
+    method = (record.get("config") or {}).get("method")
+    return bool((record.get("info") or {}).get("int8_backend")) or \
+        (isinstance(method, dict) and method.get("quantize_base") == "int8")
+
+
 def reference_spread(metric: str, records: list[dict]) -> str | None:
-    """The first reference of `metric` that differs by more than the tolerance among `records`, with its range
-    (`peak_flops_per_s 223-453 GFLOP/s`); None where they agree."""
+    """Why `metric` is not comparable among `records` (neither averaged nor gated), or None: an int8 base
+    (`int8 base: FLOPs counted as float`; its FLOP/s only where float runs are among them), else the first
+    reference that differs by more than the tolerance, with its range (`peak_flops_per_s 223-453 GFLOP/s`)."""
+    if metric in INT8_FLOAT_COUNTED:
+        measured = [r for r in records if (v := (r.get("metrics") or {}).get(metric)) is not None and v == v]
+        int8 = sum(int8_base(r) for r in measured)
+        if int8 and int8 < len(measured):
+            return f"int8 and float bases mixed ({int8} of {len(measured)} runs int8): int8 FLOPs counted as float"
+        if int8 and metric in INT8_ALONE:
+            return "int8 base: FLOPs counted as float"
     for name in REFERENCES_OF.get(metric, ()):
         values = [float(v) for r in records if (v := (r.get("metrics") or {}).get(name)) is not None]
         if len(values) >= 2 and max(values) - min(values) > REFERENCE_TOLERANCE * max(values):
@@ -178,3 +208,23 @@ def headline_metric(records: list[dict]) -> str | None:
             if info.kind == "task" and info.higher_is_better:
                 return name
     return None
+
+
+# A busy machine must not pass for a slow method. `contention` (bench/meters/contention.py): the share of the CPU
+# time a run's threads needed that other processes took during its timed training windows; above this, its speed
+# figures describe the machine as much as the method (the peak GEMM's cached figure obeys the same threshold).
+CONTENDED_ABOVE = 0.10
+
+
+def contended(record: dict) -> str | None:
+    """Why a run's speed figures do not describe the method alone (other processes took more than CONTENDED_ABOVE
+    of its CPU time, or used its GPU, while its timed steps ran); None for a quiet run or one that could not tell.
+    Reads `metrics` only, so a wide table's row ({"metrics": row}, NaN for absent) serves too."""
+    metrics = record.get("metrics") or {}
+    share, others = metrics.get("contention"), metrics.get("gpu_other_processes")
+    reasons = []
+    if share is not None and share == share and share > CONTENDED_ABOVE:
+        reasons.append(f"other processes took {share:.0%} of the CPU during timed steps")
+    if others is not None and others == others and others > 0:
+        reasons.append(f"{int(others)} other process{'es' if others > 1 else ''} on the GPU")
+    return "; ".join(reasons) or None

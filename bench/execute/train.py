@@ -39,6 +39,9 @@ class TrainStats:
     flops_per_unit: float | None = None  # forward + backward FLOPs per padded token (or example), counted
     energy_j: float | None = None  # over the timed windows; None: see energy_source
     energy_source: str = ""
+    contention: float | None = None  # share of the CPU other processes took in the timed windows (0..1)
+    contention_unavailable: str | None = None  # why there is no contention figure
+    gpu_other_processes: int | None = None  # CUDA: the most other processes on the GPU at a window's end
     stopped_early: bool = False  # on_step_end asked to stop
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     optimizer: str = ""  # the AdamW implementation that ran
@@ -163,6 +166,8 @@ def train(model, batches, *, task, method, total_steps: int, lr: float, device: 
         flush()
     stats.timed_wall_s, stats.timed_cpu_s, stats.windows = timer.wall, timer.cpu, timer.windows
     stats.energy_j, stats.energy_source = energy.joules, energy.source
+    stats.contention, stats.contention_unavailable = timer.contention, timer.contention_unavailable
+    stats.gpu_other_processes = timer.gpu_other_processes
     stats.flops_per_unit, stats.flops_per_step = split_flops(counted)
     return stats
 

@@ -416,7 +416,8 @@ def latency(model, task, examples, processor, budget, device) -> dict:
 
 
 def train_measures(stats, device, precision: str, tf32: str, info: dict) -> dict:
-    """Throughput (headline with batch preparation, compute-only beside it), MFU and energy of the timed steps."""
+    """Throughput (headline with batch preparation, compute-only beside it), MFU, energy and contention of the
+    timed steps."""
     wall, n = stats.timed_wall_s, stats.timed_examples
     out = {"train_examples_per_s": n / wall, "train_data_share": stats.timed_data_s / wall}
     if wall > stats.timed_data_s:
@@ -438,6 +439,13 @@ def train_measures(stats, device, precision: str, tf32: str, info: dict) -> dict
     info["energy"] = stats.energy_source
     if stats.energy_j:
         out.update(energy_j=stats.energy_j, examples_per_kj=n / (stats.energy_j / 1000))
+    # A busy machine must not pass for a slow method: what other processes took during the timed windows.
+    if stats.contention is not None:
+        out["contention"] = stats.contention
+    else:
+        info["contention"] = stats.contention_unavailable or "unavailable"
+    if stats.gpu_other_processes is not None:
+        out["gpu_other_processes"] = stats.gpu_other_processes
     return out
 
 

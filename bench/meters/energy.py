@@ -26,11 +26,17 @@ def _rapl():
     return read, f"rapl: {', '.join(z.name for z in zones)} (CPU packages: the whole socket, not this process)"
 
 
-def _nvml(device):
+class NvmlUnavailable(Exception):
+    """NVML cannot be asked about the device (no pynvml, no driver); the message says why."""
+
+
+def nvml_handle(device):
+    """(pynvml, NVML's handle of the torch device), imported and initialised here only: CPU runs never load it.
+    Shared by the energy meter and bench/meters/contention.py (other processes on the GPU)."""
     try:
         import pynvml
     except ImportError:
-        return None, "pynvml not installed (pip install nvidia-ml-py)"
+        raise NvmlUnavailable("pynvml not installed (pip install nvidia-ml-py)") from None
     try:
         import torch
         pynvml.nvmlInit()
@@ -38,6 +44,18 @@ def _nvml(device):
             handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(device).uuid}")
         except Exception:
             handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+    except Exception as e:
+        raise NvmlUnavailable(f"NVML not usable ({type(e).__name__}: {e})") from None
+    return pynvml, handle
+
+
+def _nvml(device):
+    try:
+        pynvml, handle = nvml_handle(device)
+    except NvmlUnavailable as e:
+        return None, str(e)
+    import torch
+    try:
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception as e:  # pre-Volta GPUs, drivers without the counter
         return None, f"NVML energy counter not readable ({type(e).__name__}: {e})"

@@ -3,9 +3,10 @@
 The peak is measured (a dense GEMM, best of a few timed bursts) once per host, device, thread count and dtype,
 and cached on disk: a datasheet says nothing about a 2-core share of a CPU. Measured on a busy machine it
 reads low (and MFU high), so a CPU measurement records its `contention`: the share of the CPU time its threads
-needed that other processes took meanwhile (from /proc/stat, beyond the CPUs it left free). Only a quiet figure
-(contention <= 0.1) is reused as it is; a contended one is measured again by every run until a quiet one comes,
-and the higher figure is kept. (The 1-minute load average lags: runs on a machine gone quiet still read a peak
+needed that other processes took meanwhile (from /proc/stat, beyond the CPUs it left free; the meter, in
+bench/meters/contention.py, also measures each run's timed training windows). Only a quiet figure (contention
+<= 0.1) is reused as it is; a contended one is measured again by every run until a quiet one comes, and the
+higher figure is kept. (The 1-minute load average lags: runs on a machine gone quiet still read a peak
 measured minutes before under load. It decides only where /proc/stat is missing.) Delete the file
 (`peak_flops.json` in $BENCH_CACHE_DIR, else ~/.cache/peft-bench) to measure again. Known GPUs also get their
 datasheet peak (dense, no sparsity) beside it. A CPU's fp32 peak is the faster of the wheel's two GEMM
@@ -16,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import resource
 import socket
 import time
 from pathlib import Path
@@ -28,7 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.core.cache import cache_root
 from bench.core.errors import UsageError
+from bench.core.metrics import CONTENDED_ABOVE
 from bench.meters import cpu_matmul
+from bench.meters.contention import measure_with_contention
 
 # Dense tensor-core peaks in TFLOP/s ("tf32": fp32 matmuls with TF32 on); first substring of the name wins.
 DATASHEET_TFLOPS = [
@@ -77,7 +79,7 @@ def _device_name(device: torch.device) -> str:
 
 
 GEMM_OP = "linear"  # what measure_gemm_peak times; a cached peak of another op is measured again
-QUIET = 0.1  # contention up to which a measured CPU peak is reused as it is
+QUIET = CONTENDED_ABOVE  # contention up to which a measured CPU peak is reused as it is (a run's too)
 
 
 def _contended(entry: dict, load: float) -> bool:
@@ -86,37 +88,6 @@ def _contended(entry: dict, load: float) -> bool:
     if entry.get("contention") is None:
         return load < entry["load_avg_1m"] - 1
     return entry["contention"] > QUIET
-
-
-def measure_with_contention(measure, threads: int | None):
-    """(measure(), contention): the share of the CPU time `threads` threads needed during the call that other
-    processes took, beyond the CPUs this process may use and left free; None on GPUs, without /proc/stat, or
-    when the call took under 0.2 s (too short for /proc/stat's 10 ms ticks)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    before, own0, t0 = _busy_s(cpus), _own_cpu_s(), time.perf_counter()
-    result = measure()
-    wall, after, own = time.perf_counter() - t0, _busy_s(cpus), _own_cpu_s() - own0
-    if not threads or before is None or after is None or wall < 0.2:
-        return result, None
-    others = max(0.0, after - before - own) / wall  # CPUs' worth of other processes' work
-    return result, round(min(1.0, max(0.0, others - (len(cpus) - threads)) / threads), 3)
-
-
-def _busy_s(cpus: list[int]) -> float | None:
-    """Seconds the given CPUs have spent busy (user, nice, system, irq, softirq, steal) since boot."""
-    try:
-        with open("/proc/stat") as f:
-            lines = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
-    except OSError:
-        return None
-    ticks = sum(sum(int(v) for i, v in enumerate(fields[1:9]) if i not in (3, 4))  # not idle, iowait
-                for fields in lines if int(fields[0][3:]) in cpus)
-    return ticks / os.sysconf("SC_CLK_TCK") if lines else None
-
-
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
-    return usage.ru_utime + usage.ru_stime
 
 
 def datasheet_peak(device: torch.device, precision: str, tf32: bool) -> float | None:

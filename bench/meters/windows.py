@@ -17,6 +17,8 @@ import numpy as np
 import psutil
 import torch
 
+from bench.meters.contention import CpuContention, GpuProcesses
+
 MB = 1024 * 1024
 
 
@@ -120,14 +122,20 @@ def synchronize(device: torch.device) -> None:
 
 class WindowTimer:
     """Wall and CPU time summed over windows of steps, with one device synchronisation at each end of a window:
-    a sync per step would stop the CPU from queueing the next step while the GPU runs this one."""
+    a sync per step would stop the CPU from queueing the next step while the GPU runs this one.
 
-    def __init__(self, device: torch.device):
+    At the same edges (never per step) it reads what other processes took meanwhile (bench/meters/contention.py):
+    `contention`, the share of the CPU time this process's `threads` (torch's, unless given) needed that they
+    took, and on CUDA `gpu_other_processes`, the most other processes NVML listed on the GPU at a window's end."""
+
+    def __init__(self, device: torch.device, threads: int | None = None):
         self.device = device
         self.wall = 0.0
         self.cpu = 0.0
         self.windows = 0
         self._t0: tuple[float, float] | None = None
+        self._cpu_contention = CpuContention(threads or torch.get_num_threads())
+        self._gpu = GpuProcesses(device) if device.type == "cuda" else None
 
     @property
     def running(self) -> bool:
@@ -136,6 +144,7 @@ class WindowTimer:
     def start(self) -> None:
         if self._t0 is None:
             synchronize(self.device)
+            self._cpu_contention.start()
             self._t0 = (time.perf_counter(), time.process_time())
 
     def stop(self) -> None:
@@ -143,8 +152,26 @@ class WindowTimer:
             synchronize(self.device)
             self.wall += time.perf_counter() - self._t0[0]
             self.cpu += time.process_time() - self._t0[1]
+            self._cpu_contention.stop()
+            if self._gpu is not None:
+                self._gpu.sample()
             self.windows += 1
             self._t0 = None
+
+    @property
+    def contention(self) -> float | None:
+        """Share (0..1) of the CPU time the threads needed in the windows that other processes took; None without
+        /proc/stat or when the windows add up to under 0.2 s (see `contention_unavailable`)."""
+        return self._cpu_contention.value
+
+    @property
+    def contention_unavailable(self) -> str | None:
+        return self._cpu_contention.unavailable
+
+    @property
+    def gpu_other_processes(self) -> int | None:
+        """CUDA only: the most other processes on the GPU at a window's end; None on CPU or where NVML cannot say."""
+        return self._gpu.most if self._gpu is not None else None
 
 
 def time_call_ms(fn, device: torch.device) -> float:
