@@ -125,3 +125,21 @@ def test_cli_messages_and_exit_codes(smoke_results, args, code, message):
     proc = run_bench("recommend", "--suite", "smoke", "--results", str(smoke_results), *args)
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
+
+
+def test_commit_and_since_take_budget_model_and_device_from_the_runs_they_select():
+    """The history's newest run is a `smoke` run of another commit; `--commit abc123` must rank abc123's quick runs
+    (and --since likewise), not look for smoke runs of abc123."""
+    old = [dict(r, finished_at="2026-01-01T00:00:00+00:00") for r in records()]  # commit abc123, budget quick
+    newer = [dict(r, run_id=f"{r['run_id']}-new", invocation="inv-2", budget="smoke",
+                  finished_at="2026-02-01T00:00:00+00:00", env={**r["env"], "git_commit": "def456"})
+             for r in records()]
+    history = old + newer
+    result = rec.recommend(history, "smoke", "sentiment", [], commit="abc123")
+    assert "budget quick" in result.title and f"{len(old)} runs" in result.title and result.top == "full"
+    result = rec.recommend(history, "smoke", "sentiment", [], since="2026-01-01")  # both: the newest's condition
+    assert "budget smoke" in result.title and f"{len(newer)} runs" in result.title
+    result = rec.recommend(history, "smoke", "sentiment", [], budget="quick")  # the newest quick invocation
+    assert "budget quick" in result.title and f"{len(old)} runs" in result.title
+    with pytest.raises(UsageError, match="commit abc123"):  # a given condition the commit lacks: said as such
+        rec.recommend(history, "smoke", "sentiment", [], commit="abc123", budget="smoke")

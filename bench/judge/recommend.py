@@ -1,7 +1,7 @@
 """`bench recommend`: which method to use under given constraints, from measured runs.
 
 Per task, methods are averaged over their successful runs of one condition (budget, model, device: the
-newest run's unless given), filtered by the constraints, ranked by the chosen priority, and the
+newest selected run's unless given; the runs selected: --commit's, --since's, else the newest invocation's), filtered by the constraints, ranked by the chosen priority, and the
 Pareto-optimal set over (task metric up, memory down, training speed up) is shown. Methods whose accuracy
 is near chance rank last: their cost figures describe a fine-tune that did not work.
 """
@@ -62,7 +62,8 @@ def memory_metric(device: str, records: list[dict]) -> str:
 
 
 def select_condition(records: list[dict], budget=None, model=None, device=None) -> tuple[dict, list[dict]]:
-    """Keep one measured condition: numbers from different budgets, models or devices never share a mean."""
+    """Keep one measured condition: numbers from different budgets, models or devices never share a mean. What is
+    not given is the newest of `records`' (pass the runs selected to rank: `select_runs`)."""
     wanted = {"budget": budget, "model": model, "device": device}
     newest = max(records, key=lambda r: r.get("finished_at") or "")
     condition = {k: v if v is not None else newest.get(k) for k, v in wanted.items()}
@@ -114,11 +115,15 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     ok = [r for r in records if r.get("suite") == suite and r.get("task") == task and r.get("status") == "ok"]
     if not ok:
         raise UsageError(f"no successful runs of {suite}/{task} to recommend from")
-    condition, ok = select_condition(ok, budget, model, device)
+    # The runs to rank first (a commit, a date, the newest invocation: of the condition asked for, if any), then the
+    # condition not asked for from the newest of those: never from the newest run of the whole history.
+    given = {k: v for k, v in (("budget", budget), ("model", model), ("device", device)) if v is not None}
+    ok = [r for r in ok if all(r.get(k) == v for k, v in given.items())]
     if not ok:
-        raise UsageError(f"no successful runs of {suite}/{task} with budget {condition['budget']}, model "
-                          f"{condition['model']}, device {condition['device']}")
+        raise UsageError(f"no successful runs of {suite}/{task} with "
+                         + ", ".join(f"{k} {v}" for k, v in given.items()))
     ok, selection = select_runs(ok, since, commit, folders)
+    condition, ok = select_condition(ok, budget, model, device)
     head, memory = headline_metric(ok), memory_metric(condition["device"], ok)
     if head is None:
         raise UsageError(f"task {task!r} records no task metric")
