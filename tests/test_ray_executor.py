@@ -129,3 +129,64 @@ def test_a_killed_node_is_a_failed_row_and_the_other_run_completes(ray_env, tmp_
     assert [s for s, _ in statuses] == ["failed", "ok"], statuses
     assert "Ray task failed" in statuses[0][1] and ("NodeDiedError" in statuses[0][1]
                                                     or "WorkerCrashedError" in statuses[0][1]), statuses
+
+
+class _FakeRay:
+    """Just enough of Ray for RayExecutor.run: run `a` ends just as Ctrl-C comes, run `b` is still going."""
+
+    class TaskCancelledError(Exception):
+        pass
+
+    def __init__(self, interrupt):
+        self.interrupt, self.done, self.cancelled, self.specs = interrupt, {}, set(), {}
+
+    def is_initialized(self):
+        return True
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": 2.0}}]
+
+    def remote(self, fn):
+        fake = self
+
+        class Task:
+            def options(self, **kwargs):
+                return self
+
+            def remote(self, spec, *args):
+                fake.specs[spec["method"]] = spec
+                return spec["method"]  # the ref
+        return Task()
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        if not self.interrupt.signal:  # the first wait: run a ends, and Ctrl-C comes before the driver collects it
+            record = {**{k: self.specs["a"][k] for k in ("run_id", "invocation", "config_id", "suite", "task",
+                                                          "method", "seed", "budget")},
+                      "status": "ok", "metrics": {"accuracy": 0.9}, "info": {}}
+            self.done["a"] = {"record": record, "partial": None, "how": "", "reason": None, "where": {}, "log": ""}
+            self.interrupt.signal = "SIGINT"
+            return [], list(refs)
+        ready = [r for r in refs if r in self.done or r in self.cancelled]
+        return ready[:num_returns], [r for r in refs if r not in ready[:num_returns]]
+
+    def cancel(self, ref, force=False):
+        if ref not in self.done:
+            self.cancelled.add(ref)
+
+    def get(self, ref, timeout=None):
+        if ref in self.cancelled:
+            raise self.TaskCancelledError(ref)
+        return self.done[ref]
+
+
+def test_ctrl_c_on_ray_stores_a_finished_run_as_it_ended(tmp_path, monkeypatch):
+    from bench.execute import ray_executor
+    from bench.execute.runner import Interrupt
+    interrupt = Interrupt()
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: _FakeRay(interrupt))
+    executor = ray_executor.RayExecutor(cpus_per_run=1, gpus_per_run=0)
+    specs = [{"run_id": f"{m}-id", "invocation": "inv", "config_id": m, "suite": "smoke", "task": "sentiment",
+              "method": m, "seed": 0, "budget": "smoke", "device": "cpu", "config": {}} for m in ("a", "b")]
+    records = {r["method"]: r for r in executor.run(specs, tmp_path / "logs", False, None, interrupt)}
+    assert records["a"]["status"] == "ok" and records["a"]["metrics"] == {"accuracy": 0.9}
+    assert records["b"]["status"] == "interrupted" and executor.ray.cancelled == {"b"}

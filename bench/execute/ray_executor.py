@@ -8,8 +8,9 @@ never joined) and shut down at the end. Facts this relies on are in ../shared/RA
 - a task without GPUs would see every GPU: CPU runs get an empty CUDA_VISIBLE_DEVICES;
 - Ray sets OMP_NUM_THREADS=1 in a task: torch threads follow the CPU reservation (BENCH_TORCH_THREADS);
 - tasks on a `ray start` cluster do not see the driver's environment: what a run needs travels with it;
-- `ray.cancel(force=True)` is what stops a running task (Ctrl-C).
-Records are stored by the driver as each task finishes, so a driver crash loses only the runs in flight.
+- `ray.cancel(force=True)` is what stops a running task (Ctrl-C); a task that had finished keeps its result.
+Records are stored by the driver as each task finishes, so a driver crash loses only the runs in flight. On Ctrl-C a
+run that had finished but was not collected yet is collected and stored as it ended, not as `interrupted`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from bench.core.errors import UsageError
 from bench.execute.process import LOG_TAIL_CHARS, POLL_S, exit_reason, log_name, partial_path, record_of_dead_worker
 
 # The driver's settings a worker on another node needs (offline flags, caches, fault injection in tests).
+STOP_GRACE_S = 5.0  # on Ctrl-C: how long the cancelled tasks get to report (a finished one returns its result)
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "HF_DATASETS_CACHE", "BENCH_CACHE_DIR",
                  "BENCH_FAULT", "TORCH_EXTENSIONS_DIR")
 
@@ -116,9 +118,7 @@ class RayExecutor:
             refs = {task.remote(spec, cpus, gpus, timeout, env): spec for spec in specs}
             while refs:
                 if interrupt.signal:
-                    for ref, spec in refs.items():
-                        ray.cancel(ref, force=True)
-                        yield record_of_dead_worker(spec, None, "", "", "interrupted")
+                    yield from self._stop(refs, log_dir)
                     return
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S * 5)
                 for ref in ready:
@@ -127,12 +127,35 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
-    def _record(self, ref, spec: dict, log_dir: Path) -> dict:
+    def _stop(self, refs: dict, log_dir: Path):
+        """Ctrl-C: the runs that have finished are collected and stored as they ended (ok, failed, skipped); the
+        others are cancelled and recorded `interrupted`. A task that finishes between the check and its cancel
+        still returns its result (cancelling a finished task does nothing), so it is collected too."""
+        ray = self.ray
+        if not refs:
+            return
+        finished, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in finished:
+            yield self._record(ref, refs.pop(ref), log_dir)
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        ended, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STOP_GRACE_S) if refs else ([], [])
+        for ref, spec in refs.items():
+            out = None
+            if ref in ended:
+                try:
+                    out = ray.get(ref)
+                except Exception:  # TaskCancelledError, or the worker died as it was cancelled
+                    out = None
+            yield self._record(ref, spec, log_dir, out) if out else \
+                record_of_dead_worker(spec, None, "", "", "interrupted")
+
+    def _record(self, ref, spec: dict, log_dir: Path, out: dict | None = None) -> dict:
         ray = self.ray
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / log_name(spec)
         try:
-            out = ray.get(ref)
+            out = out or ray.get(ref)
         except Exception as exc:  # the Ray side failed: WorkerCrashedError, NodeDiedError, OutOfMemoryError, ...
             log_path.write_text(f"{type(exc).__name__}: {exc}\n")
             cause = type(exc).__name__ if type(exc).__module__.startswith("ray") else f"{type(exc).__name__}: {exc}"
