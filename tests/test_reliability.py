@@ -33,7 +33,8 @@ def _wait_for(predicate, seconds=120):
 
 def test_ctrl_c_records_the_run_in_flight_and_the_printed_command_resumes_the_grid(tmp_path):
     out = tmp_path / "grid"
-    args = [*SMOKE, "--methods", "head,lora,bitfit", "--out", str(out), "--db", str(tmp_path / "h.db")]
+    args = [*SMOKE, "--methods", "head,lora,bitfit", "--order", "fixed",  # head ends before lora, which hangs
+            "--out", str(out), "--db", str(tmp_path / "h.db")]
     proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "BENCH_FAULT": "hang:lora"})  # lora is in flight when we press Ctrl-C
@@ -93,8 +94,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_stored_runs(tmp_path):
             "store.ResultStore._write = staticmethod(write)\n"
             "from bench.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
-    proc = subprocess.run([sys.executable, "-c", code, *SMOKE, "--methods", "head", "--seeds", "0,1",
-                           "--out", str(tmp_path), "--no-report"], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, *SMOKE, "--methods", "head", "--seeds", "0,1", "--order",
+                           "fixed", "--out", str(tmp_path), "--no-report"], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
