@@ -123,10 +123,13 @@ def test_tuning_never_opens_the_evaluation_split(tmp_path, data_dir):
     out = run_bench("tune", *common, "--points", "2", "--out", str(tmp_path / "tune"), env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     rows = [json.loads(line) for line in (tmp_path / "tune" / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(r["status"] == "ok" and "dev_accuracy" in r["metrics"] for r in rows)
+    assert all(r["status"] == "ok" and "dev_accuracy" in r["metrics"] for r in rows)
     assert all("accuracy" not in r["metrics"] and r["info"]["scored_on"] == "64 examples carved from train (never trained on)" for r in rows)
     chosen = tuning.load("sst2", "smoke", tuned)["methods"]["head"]
-    assert chosen["lr"] in chosen["grid"] and len(chosen["dev_scores"]) == 2 and chosen["seeds"] == [0]
+    # stage 1 (2 points; its best is at an edge), 1 or 2 past that edge, then 2 in stage 2: every one on dev
+    tried = [*chosen["grid"], *chosen["edge_extension"]["grid"], *chosen["stage2"]["grid"]]
+    assert len(rows) == len(tried) and len(chosen["dev_scores"]) == 2 and len(chosen["stage2"]["grid"]) == 2
+    assert chosen["lr"] in tried and chosen["seeds"] == [0]
     # The folders were outside the repository: the recorded command leaves them out.
     assert chosen["command"] == "python -m bench tune --suite nlp --tasks sst2 --methods head --budget smoke --points 2"
     run = run_bench("run", *common, "--out", str(tmp_path / "run"), env=env)
