@@ -1,7 +1,7 @@
 """The report's tables as Markdown (GitHub flavour), for a CI job summary or a pull-request comment."""
 from __future__ import annotations
 
-from reports.sections import Section, fmt_stat
+from reports.sections import CONTENDED_MARK, Section, fmt_stat
 
 
 def _escape(text: str) -> str:
@@ -18,11 +18,15 @@ def section_table(section: Section) -> str:
         cells = [f"`{row.method}`"]
         for i, col in enumerate(section.columns):
             text = fmt_stat(row.stats[col.metric], col.metric, with_n=col.headline)
+            if col.speed and row.contended and row.stats[col.metric].n:
+                text += "\\" + CONTENDED_MARK  # escaped: a lone * must not open emphasis
             cells.append(f"**{text}**" if row.method in section.best.get(col.metric, ()) else text)
             if i == 0 and extra:
                 cells += [section.interval(row.method), section.versus_best(row.method)]
         why = "; ".join(row.reasons)  # each reason names its status ("skipped: ...")
         status = row.status if row.all_ok else f"{row.status}: {why}" if row.ok_runs else why
+        if row.contended:
+            status += f"; {row.contended}"
         cells.append(_escape(status))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -40,7 +44,8 @@ def markdown_report(sections: list[Section], title: str) -> str:
              "unknown); vs best: the difference from the best method with the 95% interval of a paired bootstrap of "
              "the same kind, `tied` when it holds 0. **Bold** headline: every method tied with the best; in the other "
              "columns **bold** is the best value "
-             "(↑ higher is better, ↓ lower is better)."]
+             "(↑ higher is better, ↓ lower is better). Speed figures marked \\* come from contended runs (other "
+             "processes took part of the machine during their timed steps: see the status column)."]
     for s in sections:
         env = dict(s.env)
         conditions = ", ".join(f"{k} {env[k]}" for k in ("device", "GPU", "git commit") if k in env)

@@ -8,7 +8,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.core.metrics import best_first, headline_metric, mean_std, metric_info, recorded_task_info, reference_spread
+from bench.core.metrics import (
+    CONTENDED_ABOVE,
+    best_first,
+    contended,
+    headline_metric,
+    mean_std,
+    metric_info,
+    recorded_task_info,
+    reference_spread,
+)
 
 # A parameter count has no declared direction in bench/core/metrics.py (it is a size, not a goal), but in a
 # comparison of fine-tuning methods fewer trainable parameters is the point, as for `trainable_pct`.
@@ -61,6 +70,10 @@ class Column:
     def higher_is_better(self) -> bool | None:
         return higher_is_better(self.metric)
 
+    @property
+    def speed(self) -> bool:
+        return is_speed(self.metric)
+
 
 @dataclass
 class MethodRow:
@@ -97,6 +110,26 @@ class MethodRow:
 
     def mean(self, metric: str) -> float:
         return self.stats[metric].mean if metric in self.stats else math.nan
+
+    @property
+    def contended(self) -> str | None:
+        """`contended: <why> (seed s)` where other processes took a share of the machine during timed steps
+        (bench/core/metrics.py, `contended`); its speed figures are marked."""
+        return contention_note(self.ok_runs)
+
+
+def contention_note(runs: list[dict]) -> str | None:
+    """`contended: <why> (seed s); ...` for the runs that were contended, or None."""
+    reasons = [f"{why} (seed {r.get('seed')})" for r in runs if (why := contended(r))]
+    return "contended: " + "; ".join(reasons) if reasons else None
+
+
+def is_speed(metric: str) -> bool:
+    """A speed figure: what a contended run's row marks."""
+    return metric_info(metric).kind == "speed"
+
+
+CONTENDED_MARK = "*"
 
 
 @dataclass
@@ -200,14 +233,23 @@ def _section(key: dict, records: list[dict]) -> Section:
         if versus:  # every method tied with the best is highlighted, not only the raw maximum
             best[metric] = {m for m, c in versus.items() if c.tied}
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best, env=environment(key, records),
-                   note=" ".join(filter(None, [info.get("note"),
-                                               _unpooled_note(unpooled)])), ties=versus,
+                   note=" ".join(filter(None, [info.get("note"), _unpooled_note(unpooled),
+                                               _contended_note(rows)])), ties=versus,
                    intervals=intervals)
 
 
 def _unpooled_note(methods: list[str]) -> str:
-    return (f"Left out (–) where a method's runs rest on measured peaks or FLOP counts more than 10% apart (a "
-            f"reference re-measured or redefined, not a change in speed): {'; '.join(methods)}.") if methods else ""
+    return (f"Left out (–) where a method's figures are not comparable: its runs rest on measured peaks or FLOP "
+            f"counts more than 10% apart (a reference re-measured or redefined, not a change in speed), or on an "
+            f"int8 base, whose FLOPs are counted as float: {'; '.join(methods)}.") if methods else ""
+
+
+def _contended_note(rows: list[MethodRow]) -> str:
+    if not any(row.contended for row in rows):
+        return ""
+    return (f"Speed figures marked {CONTENDED_MARK} come from runs during which other processes took more than "
+            f"{CONTENDED_ABOVE:.0%} of the CPU time, or used the GPU (status column: contended): the machine, not "
+            f"only the method, set them.")
 
 
 def best_methods(rows: list[MethodRow], columns: list[Column]) -> dict[str, set[str]]:

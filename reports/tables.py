@@ -1,12 +1,14 @@
 """Tidy tables from run records: long (one row per run x metric, with units) and wide (one row per run)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from bench.core.files import replaced_atomically
-from bench.core.metrics import best_first, chance_level, mean_std, metric_info, near_chance
+from bench.core.metrics import best_first, chance_level, mean_std, metric_info, near_chance, reference_spread
+from reports.sections import CONTENDED_MARK, contention_note, is_speed
 
 ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "config_id", "run_id", "invocation",
               "started_at", "finished_at", "error"]
@@ -54,7 +56,9 @@ def write_tables(records: list[dict], folder: Path) -> dict[str, Path]:
 def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
     """Per task and method: the headline metric (mean, sample std, n) and the cost columns, mean over seeds.
 
-    `metric_of` maps task name -> headline metric name. `note` flags near-chance accuracy.
+    `metric_of` maps task name -> headline metric name. `note` flags near-chance accuracy, figures left out as not
+    comparable (MFU resting on peaks or FLOP counts 10% apart, or on an int8 base), and contended runs, whose speed
+    columns format_summary marks (hidden column `contended`).
     """
     wide = wide_table(records)
     rows = []
@@ -64,14 +68,24 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
         row = {"task": task, "method": method, "status": _status(g), "n": len(ok),
                "metric": metric}
         row["value"], row["std"], _ = mean_std(ok[metric] if metric in ok else [])
+        runs = [{"seed": r.get("seed"), "metrics": r} for r in ok.to_dict("records")]
+        notes = []
         for col, name in SUMMARY_COLUMNS.items():
-            row[col] = mean_std(ok[name] if name in ok else [])[0]
+            spread = reference_spread(name, runs)  # not comparable: not averaged (bench/core/metrics.py)
+            row[col] = math.nan if spread else mean_std(ok[name] if name in ok else [])[0]
+            if spread:
+                notes.append(f"{col} left out: {spread}")
         if not len(ok):
-            row["note"] = str(g.error.iloc[-1])[:70]
+            notes.append(str(g.error.iloc[-1])[:70])
         elif near_chance(row["value"], chance := chance_level(metric, ok["majority_rate"].mean()
                                                                    if "majority_rate" in ok else float("nan"))):
-            row["note"] = f"near chance (majority class {chance:.3f})" if metric == "accuracy" else \
-                f"near chance ({metric} {chance:g} without learning)"
+            notes.append(f"near chance (majority class {chance:.3f})" if metric == "accuracy" else
+                         f"near chance ({metric} {chance:g} without learning)")
+        row["contended"] = contention_note(runs)
+        if row["contended"]:
+            notes.append(row["contended"])
+        if notes:
+            row["note"] = "; ".join(notes)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):  # tasks in run order; within a task best first by its headline metric, unscored rows last
@@ -88,8 +102,13 @@ def _status(g: pd.DataFrame) -> str:
 
 
 def format_summary(frame: pd.DataFrame) -> str:
+    frame = frame.copy()
     if "std" in frame:  # one column "mean ± std" (std only with two or more seeds)
-        frame = frame.copy()
         frame["value"] = [f"{v:.4g}" + (f" ± {s:.2g}" if pd.notna(s) else "") if pd.notna(v) else "-"
                           for v, s in zip(frame["value"], frame.pop("std"))]
+    contended = frame.pop("contended") if "contended" in frame else pd.Series([None] * len(frame), index=frame.index)
+    if contended.notna().any():  # a contended row's speed figures carry the mark (its note says why)
+        for col in [c for c, name in SUMMARY_COLUMNS.items() if c in frame and is_speed(name)]:
+            frame[col] = [f"{v:.4g}" + (CONTENDED_MARK if pd.notna(why) else "") if pd.notna(v) else "-"
+                          for v, why in zip(frame[col], contended)]
     return frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")

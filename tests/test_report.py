@@ -7,6 +7,7 @@ import re
 import pytest
 from conftest import run_bench
 
+from bench.core.metrics import metric_info
 from bench.judge.pareto import frontier, pareto_mask
 from bench.results.store import ResultStore
 from reports.html import load_records, render_html, write_report
@@ -300,3 +301,51 @@ def test_mfus_resting_on_different_peaks_or_flop_counts_are_not_averaged():
     assert "MFU of lora (peak_flops_per_s 223-453 GFLOP/s)" in section.note
     assert "MFU of boft (train_flops_per_example 1,253-2,535 MFLOP)" in section.note and "head" not in section.note
     assert "FLOP counts more than 10% apart" in markdown_report([section], "t")
+
+
+def test_contended_runs_are_flagged_and_their_speed_figures_marked(tmp_path):
+    """A busy machine must not pass for a slow method (issue 24): a method row whose runs were contended says so
+    in the HTML, the Markdown and the console summary, and its speed figures carry the mark; quality does not."""
+    from reports.tables import format_summary, summary
+    recs = [record("lora", seed=0, contention=0.35, train_examples_per_s=20.0),
+            record("lora", seed=1, contention=0.02, train_examples_per_s=40.0),
+            record("head", seed=0, contention=0.05, gpu_other_processes=0),
+            record("full", seed=0, contention=0.0, gpu_other_processes=2)]
+    section = build_sections(recs)[0]
+    rows = {row.method: row for row in section.rows}
+    assert rows["lora"].contended == "contended: other processes took 35% of the CPU during timed steps (seed 0)"
+    assert rows["full"].contended == "contended: 2 other processes on the GPU (seed 0)" and rows["head"].contended is None
+    assert "marked *" in section.note
+    html = render_html(recs, [tmp_path])
+    row_html = dict(re.findall(r'<tr class="method [a-z]+" data-method="([^"]+)">(.*?)</tr>', html, re.S))
+    assert "contended: other processes took 35% of the CPU during timed steps (seed 0)" in row_html["lora"]
+    speed_columns = sum(metric_info(c.metric).kind == "speed" for c in section.columns)
+    assert row_html["lora"].count('class="contended"') == row_html["full"].count('class="contended"') == speed_columns
+    assert 'class="contended"' not in row_html["head"] and "contended" not in row_html["head"]
+    md = markdown_report([section], "T")
+    lora_md = next(line for line in md.splitlines() if line.startswith("| `lora`"))
+    assert "| 30 ± 14.1\\* |" in lora_md and "(n=2)** |" in lora_md  # speed marked, quality not
+    assert "ok 2; contended: other processes took 35%" in lora_md
+    assert "\\*" not in next(line for line in md.splitlines() if line.startswith("| `head`"))
+    table = summary(recs, {"sentiment": "accuracy"})
+    notes = dict(zip(table.method, table.note))
+    assert notes["lora"].startswith("contended: other processes took 35%") and notes["head"] != notes["head"]  # NaN
+    printed = format_summary(table)
+    lora_line = next(line for line in printed.splitlines() if line.split()[1] == "lora")
+    head_line = next(line for line in printed.splitlines() if line.split()[1] == "head")
+    assert "30*" in lora_line and "*" not in head_line
+
+
+def test_an_int8_runs_mfu_is_not_shown_as_comparable_with_float_runs():
+    """int8 bases' FLOPs are counted as float: their MFU is left out (–) with a note, never averaged or ranked."""
+    from reports.tables import summary
+    recs = [record("int8-lora", seed=s, train_mfu=0.02, peak_flops_per_s=444e9, train_flops_per_example=6e8,
+                   base_int8_mb=10.0) for s in (0, 1)] + \
+           [record("lora", seed=s, train_mfu=0.30, peak_flops_per_s=444e9, train_flops_per_example=6e8) for s in (0, 1)]
+    section = build_sections(recs)[0]
+    mfu = {row.method: row.stats["train_mfu"] for row in section.rows}
+    assert mfu["int8-lora"].n == 0 and mfu["lora"].n == 2
+    assert "MFU of int8-lora (int8 base: FLOPs counted as float)" in section.note
+    table = summary(recs, {"sentiment": "accuracy"}).set_index("method")
+    assert math.isnan(table.loc["int8-lora", "MFU"]) and table.loc["lora", "MFU"] == pytest.approx(0.30)
+    assert "int8 base: FLOPs counted as float" in table.loc["int8-lora", "note"]

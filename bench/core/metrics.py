@@ -167,7 +167,7 @@ def reference_spread(metric: str, records: list[dict]) -> str | None:
         if int8 and metric in INT8_ALONE:
             return "int8 base: FLOPs counted as float"
     for name in REFERENCES_OF.get(metric, ()):
-        values = [float(v) for r in records if (v := (r.get("metrics") or {}).get(name)) is not None]
+        values = [float(v) for r in records if (v := (r.get("metrics") or {}).get(name)) is not None and v == v]
         if len(values) >= 2 and max(values) - min(values) > REFERENCE_TOLERANCE * max(values):
             scale, unit = (1e9, "GFLOP/s") if name == "peak_flops_per_s" else (1e6, "MFLOP")
             return f"{name} {min(values) / scale:,.0f}-{max(values) / scale:,.0f} {unit}"
