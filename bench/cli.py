@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.core import resolve
-from bench.core.errors import DataError, StorageFull, UsageError
+from bench.core.errors import DataError, NothingToCompare, StorageFull, UsageError
 
 DEFAULT_OUT = Path("runs")
 
@@ -107,6 +107,10 @@ def cmd_run(args) -> int:
     out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, args.suite, DEFAULT_OUT)
     settings = _settings(args)
     runs = [plan.configure(task, m, settings, lrs) for task in tasks for m in method_specs]
+    from bench.judge import tuning
+    hint = tuning.retune_hint(runs, args.suite, args.budget, args.model, args.precision, args.set, args.seeds)
+    if hint:  # tuned rates for another model or precision: the method files' rates, and how to tune for this one
+        print(f"bench: {hint}", file=sys.stderr)
     code, _ = _execute(args, tasks, runs, out, earlier, invocation, executor)
     return code
 
@@ -182,31 +186,63 @@ def _execute_held(args, tasks, runs: list[dict], out: Path, earlier: list[dict],
 
 
 def cmd_tune(args) -> int:
-    """Every method: the same log-spaced grid of rates, the same budget and seeds, scored on the dev split;
-    the best mean dev score per method goes to suites/tuned/<task>.<budget>.yaml (bench/judge/tuning.py)."""
+    """Every method: the same log-spaced grid of rates, the same budget and seeds, scored on the dev split; up to
+    two more rates past an edge best; then stage 2, half a grid step either side of every method's best, through
+    the same executor into the same folder. The best mean dev score of all per method goes to
+    suites/tuned/<task>.<budget>.yaml with the model and precision it was tuned at (bench/judge/tuning.py)."""
     from bench.execute import plan
     from bench.judge import tuning
+    from bench.results.identity import run_key
     tasks, method_specs, _, executor = _common(args)
     plan.check_tuning_grid(args.points, args.span)
     out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, f"tune-{args.suite}",
                                                    DEFAULT_OUT)
-    runs, trials = plan.tuning_runs(tasks, method_specs, _settings(args), args.points, args.span)
-    code, records = _execute(args, tasks, runs, out, earlier, invocation, executor, tuning=True)
-    if code == 130:
-        return code
+    settings = _settings(args)
+    runs, trials = plan.tuning_runs(tasks, method_specs, settings, args.points, args.span)
+    stages = {key: {"grid": list(rates.values())} for key, rates in trials.items()}
+    done = {}
+
+    def chosen() -> dict:
+        return {t.name: tuning.choices(list(done.values()), t.name, f"dev_{t.metric}", method_specs, trials, stages)
+                for t in tasks}
+
+    with plan.GridLock(out, invocation):  # stage 1 and every later round hold the folder throughout
+        code, records = _execute_held(args, tasks, runs, out, earlier, invocation, executor, tuning=True)
+        if code == 130:
+            return code
+        done.update((run_key(r), r) for r in records)
+        for stage in tuning.LATER_STAGES:
+            todo = tuning.next_round(chosen(), stage, args.points, args.span)
+            if not todo:
+                continue
+            print(f"\nbench: {tuning.TITLES[stage]} ({', '.join(f'{m} on {t}' for t, m in todo)})", file=sys.stderr)
+            runs, more = plan.tuning_runs(tasks, method_specs, settings, args.points, args.span, todo)
+            for key, rates in more.items():
+                trials[key].update(rates)
+                stages[key].setdefault(stage, []).extend(rates.values())
+            later, records = _execute_held(args, tasks, runs, out, earlier, invocation, executor, tuning=True)
+            if later == 130:
+                return later
+            code = code or (later if args.strict else 0)  # a round that all failed still leaves stage 1's choice
+            done.update((run_key(r), r) for r in records)
     for task in tasks:
         metric = f"dev_{task.metric}"
         print(f"\n{task.name}: {metric} by learning rate (mean over seeds {','.join(map(str, args.seeds))}; "
               f"scored on {task.dev_description()})")
-        choices = tuning.choices(records, task.name, metric, method_specs, trials)
+        choices = chosen()[task.name]
         for c in choices:
-            shown = "  ".join(f"{lr:g}:" + (f"{sum(v) / len(v):.4f}" if v else "-") for lr, v in c.scores.items())
+            shown = "  ".join(f"{lr:g}:" + (f"{sum(v) / len(v):.4f}" if v else "-") for lr, v in sorted(c.scores.items()))
+            notes = [f"{name}: {', '.join('%g' % lr for lr in c.stages[stage])}"
+                     for stage, name in ((tuning.EDGE, "edge extension"), (tuning.STAGE2, "stage 2"))
+                     if c.stages.get(stage)]
+            if c.at_grid_edge:
+                notes.append("still at the edge of the rates tried: a wider --span may find better")
             print(f"  {c.method.label:14s} {shown}  -> {'%g' % c.best if c.best is not None else 'no trial succeeded'}"
-                  + ("  (at the edge of the grid: a wider --span may find better)" if c.at_grid_edge else ""))
+                  + (f"  ({'; '.join(notes)})" if notes else ""))
         results = {c.method.label: c.entry() for c in choices if c.best is not None}
         if results:
             written = tuning.write(task, args.budget, task.metric, results, args.seeds, args.points, args.span,
-                                   args.argv)
+                                   args.argv, model=settings.model, precision=settings.precision)
             print(f"  written: {written}")
     return code
 
@@ -287,27 +323,31 @@ def cmd_compare(args) -> int:
     from bench.judge import compare
     from bench.results import history
     db = args.db or history.default_path()
-    thresholds = compare.parse_thresholds(args.threshold, k=args.k)
+    thresholds = compare.parse_thresholds(args.threshold)
     candidate = compare.resolve(args.candidate, db, suite=args.suite)
     baseline = compare.resolve(args.baseline, db, suite=args.suite, before=candidate)
     keep = lambda rs: [r for r in rs if (not args.tasks or r.get("task") in args.tasks)
                        and (not args.methods or r.get("method") in args.methods)]
-    table = compare.compare(keep(baseline.records), keep(candidate.records), thresholds, args.metrics)
-    if not (table.verdict.isin(["regressed", "improved", "unchanged", "ungated", "failed", "vanished",
-                                "reconfigured"])).any():
+    configs = {r.get("config_id") for r in baseline.records + candidate.records}
+    past = [r for r in history.records(db, **({"suite": args.suite} if args.suite else {}))
+            if r.get("config_id") in configs] if Path(db).is_file() else []
+    table = compare.compare(keep(baseline.records), keep(candidate.records), thresholds, args.metrics,
+                            alpha=args.alpha, noise=compare.seed_noise(past + baseline.records + candidate.records),
+                            gate_reconfigured=args.gate_reconfigured)
+    if not (table.verdict.isin(compare.COMPARED | {"reconfigured"})).any():
         message = ("baseline and candidate have no (suite, task, method, budget) with results in common "
                    f"(baseline {baseline.label}; candidate {candidate.label})")
-        # Exit 2 ("nothing to compare yet") is for a history too young to hold two comparable grids; past
+        # Exit 3 ("nothing to compare yet") is for a history too young to hold two comparable grids; past
         # that, finding nothing comparable means the gate is broken, and a nightly job must not swallow it.
         seen = compare.comparable_invocations(db, candidate)
         if seen < 2:
-            raise UsageError(message)
+            raise NothingToCompare(message)
         print(f"bench: error: {message}; the history holds {seen} invocations of these configurations, so this "
               f"is not a first run: check the references and filters", file=sys.stderr)
         return 1
     fmt = compare.format_markdown if args.markdown else compare.format_text
-    print(fmt(table, baseline, candidate))
-    return 1 if len(compare.regressions(table)) else 0
+    print(fmt(table, baseline, candidate, everything=args.all))
+    return compare.exit_code(table)
 
 
 def cmd_recommend(args) -> int:
@@ -441,19 +481,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="add the runs of results folders to the database instead (idempotent)")
     hist.set_defaults(func=cmd_history)
 
-    cmp = sub.add_parser("compare", help="gate on regressions: exit 0 none, 1 regression, 2 usage error")
+    cmp = sub.add_parser("compare", help="gate on regressions: exit 0 none, 1 regression (or nothing checked), "
+                                         "2 usage error, 3 nothing to compare yet (first night)")
     cmp.add_argument("--baseline", required=True,
                      help="results folder, git commit (prefix), invocation id, latest or previous")
     cmp.add_argument("--candidate", default="latest", help="as --baseline (default: latest)")
     cmp.add_argument("--suite", help="only this suite (also narrows latest/previous)")
     cmp.add_argument("--tasks", type=_csv)
     cmp.add_argument("--methods", type=_csv)
-    cmp.add_argument("--metrics", type=_csv, help="metric names or kinds (task, memory, speed, size) to gate on "
-                                                  "(default: every metric with a direction)")
+    cmp.add_argument("--metrics", type=_csv, help="metric names, kinds (task, memory, speed, size) or `headline` to "
+                                                  "gate on (default: headline, peak_train_mb, "
+                                                  "cuda_peak_train_allocated_mb, adapter_tensor_mb, train_examples_per_s)")
     cmp.add_argument("--threshold", action="append", metavar="NAME=VALUE",
                      help="per metric or kind: absolute for task metrics (accuracy=0.02), relative for the others "
                           "(peak_train_mb=0.2, speed=50%%); repeatable")
-    cmp.add_argument("--k", type=float, default=2.0, help="noise multiplier on the seed std (default: 2)")
+    cmp.add_argument("--alpha", type=float, default=0.01,
+                     help="family-wise error rate of the whole comparison, Holm's correction (default: 0.01)")
+    cmp.add_argument("--gate-reconfigured", action="store_true",
+                     help="also gate configurations whose config id changed (default: report them, ungated)")
+    cmp.add_argument("--all", action="store_true", help="print every comparison, the unchanged ones too")
     cmp.add_argument("--markdown", action="store_true", help="GitHub-flavoured Markdown (CI job summary)")
     cmp.add_argument("--db", type=Path, help=db_help)
     cmp.set_defaults(func=cmd_compare)
@@ -488,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except NothingToCompare as exc:
+        print(f"bench: nothing to compare yet: {exc}", file=sys.stderr)
+        return 3
     except (StorageFull, DataError) as exc:  # DataError: e.g. a damaged history database, named with what to do
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

@@ -51,7 +51,9 @@ def test_seed_noise_widens_the_task_threshold():
     base = [record(seed=s, accuracy=a) for s, a in enumerate([0.80, 0.86, 0.92])]
     cand = [record(seed=s, accuracy=a) for s, a in enumerate([0.78, 0.84, 0.90])]
     row = compare.compare(base, cand, metrics=["accuracy"]).iloc[0]
-    assert row.verdict == "unchanged" and row.allowed == pytest.approx(2 * 0.06)
+    # 2 points worse, past the 0.01 floor, but the seeds spread by 6 points: a t-test on them finds nothing.
+    assert row.verdict == "unchanged" and row.allowed == pytest.approx(0.01) and "within noise" in row.note
+    assert row.p == pytest.approx(0.35, abs=0.01) and row.basis == "t-test on seeds, variance df=4"
     assert row.baseline_n == 3
 
 
@@ -73,15 +75,57 @@ def test_a_rerun_counts_once_not_as_another_seed():
 
 
 def test_speed_is_gated_only_on_the_same_hardware():
-    def on(host, seconds):
-        r = record(train_examples_per_s=100 / seconds)
-        r["env"] = dict(r["env"], hostname=host, cpu_model="Xeon")
-        return r
-    same = compare.compare([on("a", 1)], [on("a", 2)], metrics=["speed"]).iloc[0]
-    other = compare.compare([on("a", 1)], [on("b", 2)], metrics=["speed"]).iloc[0]
+    def on(host, seconds, busy=None):
+        runs = [record(seed=s, train_examples_per_s=100 / seconds + s, contention=busy) for s in range(2)]
+        for r in runs:
+            r["env"] = dict(r["env"], hostname=host, cpu_model="Xeon")
+        return runs
+    same = compare.compare(on("a", 1), on("a", 2), metrics=["speed"]).iloc[0]
+    other = compare.compare(on("a", 1), on("b", 2), metrics=["speed"]).iloc[0]
     assert same.verdict == "regressed"
     assert other.verdict == "ungated" and "hostname: a vs b" in other.note
-    assert compare.regressions(compare.compare([on("a", 1)], [on("b", 2)])).empty
+    assert compare.regressions(compare.compare(on("a", 1), on("b", 2))).empty
+    # A busy machine must not pass for a slow method: a contended run's speed is never gated.
+    busy = compare.compare(on("a", 1), on("a", 2, busy=0.4), metrics=["speed"]).iloc[0]
+    assert busy.verdict == "ungated" and "other processes took 40% of the CPU" in busy.note
+    # With one seed and no history the noise of a timing is unknown: reported, not gated.
+    single = compare.compare(on("a", 1)[:1], on("a", 2)[:1], metrics=["speed"]).iloc[0]
+    assert single.verdict == "ungated" and "noise is unknown" in single.note
+
+
+def test_only_the_declared_metrics_are_gated_by_default_and_worker_start_never():
+    base = [record(seed=s, accuracy=0.9, peak_train_mb=500.0, adapter_tensor_mb=0.3, train_loss=0.3,
+                   latency_p50_ms=5.0, worker_start_s=0.01) for s in range(2)]
+    cand = [record(seed=s, accuracy=0.9, peak_train_mb=500.0, adapter_tensor_mb=0.3, train_loss=0.9,
+                   latency_p50_ms=50.0, worker_start_s=9.0) for s in range(2)]
+    table = compare.compare(base, cand)
+    assert set(table.metric) == {"accuracy", "peak_train_mb", "adapter_tensor_mb"}
+    assert compare.exit_code(table) == 0  # train_loss and latency got worse, but are not gated by default
+    every_speed = compare.compare(base, cand, metrics=["speed"])
+    assert "worker_start_s" not in set(every_speed.metric)  # the fork server's start-up, not the method
+
+
+def test_a_reconfigured_configuration_is_compared_on_its_headline_and_gated_only_when_asked():
+    def runs(config, accuracy):
+        out = [dict(record(seed=s, accuracy=accuracy + s / 1000, peak_train_mb=500.0), config_id=config,
+                    config={"lr": config}) for s in range(2)]
+        for r in out:
+            r["info"] = {"task": {"metric": "accuracy"}}
+        return out
+    table = compare.compare(runs("a", 0.90), runs("b", 0.80))
+    row = table.iloc[0]
+    assert row.verdict == "reconfigured" and "lr: a -> b" in row.note
+    assert "accuracy 0.9005 -> 0.8005 across the reconfiguration" in row.note
+    # Every configuration changed: nothing was gated, and the night must not look clean.
+    assert compare.unchecked(table) and compare.exit_code(table) == 1
+    assert compare.headline(table).startswith("NOT CHECKED: every configuration changed")
+    gated = compare.compare(runs("a", 0.90), runs("b", 0.80), gate_reconfigured=True)
+    accuracy = gated.set_index("metric").loc["accuracy"]
+    assert accuracy.verdict == "regressed" and "across a reconfiguration" in accuracy.note
+    # One configuration changed among unchanged ones: reported, and the night is checked on the rest.
+    mixed = compare.compare(runs("a", 0.90) + [dict(r, method="head") for r in runs("h", 0.7)],
+                            runs("b", 0.80) + [dict(r, method="head") for r in runs("h", 0.7)])
+    assert not compare.unchecked(mixed) and compare.exit_code(mixed) == 0
 
 
 # --- the real CLI on the smoke suite ------------------------------------------------------------------
@@ -106,7 +150,18 @@ def test_identical_reruns_are_not_flagged(three_nights):
     proc = run_bench("compare", "--db", str(db), "--baseline", str(root / "n1"), "--candidate", str(root / "n2"),
                      "--metrics", STABLE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "no regression" in proc.stdout and "accuracy" in proc.stdout
+    # The verdict and its rule first; unchanged rows only with --all.
+    assert proc.stdout.startswith("no regression") and "\nrule: " in proc.stdout and " accuracy " not in proc.stdout
+    every = run_bench("compare", "--db", str(db), "--baseline", str(root / "n1"), "--candidate", str(root / "n2"),
+                      "--metrics", STABLE, "--all")
+    assert every.returncode == 0 and " accuracy " in every.stdout and "unchanged" in every.stdout
+
+
+def test_two_identical_smoke_grids_pass_the_default_gate(three_nights):
+    root, db = three_nights
+    proc = run_bench("compare", "--db", str(db), "--baseline", str(root / "n1"), "--candidate", str(root / "n2"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("no regression")
 
 
 def test_planted_regression_exits_1_against_the_previous_night(three_nights):
@@ -140,28 +195,38 @@ def test_usage_errors_exit_2(three_nights, args, message):
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
-def test_nothing_comparable_is_exit_2_only_in_a_young_history(three_nights, tmp_path):
+def test_nothing_comparable_is_exit_3_only_in_a_young_history(three_nights, tmp_path):
     root, db = three_nights
     # Three nights of `full` in the history: comparing them with nothing in common is a broken gate (exit 1).
     proc = run_bench("compare", "--db", str(db), "--baseline", "previous", "--methods", "head")
     assert proc.returncode == 1 and "the history holds 3 invocations" in proc.stderr, proc.stderr
-    # A history with one night: nothing to compare yet (exit 2), as on a first nightly run.
+    # A history with one night: nothing to compare yet (exit 3, the only code the nightly job lets pass).
     young = tmp_path / "young.db"
     from bench.results import history
     from bench.results.store import ResultStore
     history.record_runs(young, ResultStore(root / "n1").records())
     proc = run_bench("compare", "--db", str(young), "--baseline", str(root / "n2"), "--candidate", "latest",
                      "--methods", "head")
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3 and "nothing to compare yet" in proc.stderr, proc.stderr
+    first_night = run_bench("compare", "--db", str(young), "--baseline", "previous", "--candidate", "latest")
+    assert first_night.returncode == 3, first_night.stderr
+    # An emptied history is a broken gate, not a first night: a usage error (2), which the nightly job fails on.
+    empty = tmp_path / "empty.db"
+    history.record_runs(empty, [])
+    for db_path in (empty, tmp_path / "never-written.db"):
+        proc = run_bench("compare", "--db", str(db_path), "--baseline", "previous", "--candidate", "latest")
+        assert proc.returncode == 2 and ("holds no runs" in proc.stderr or "no history database" in proc.stderr), \
+            proc.stderr
 
 
 def test_mfu_divided_by_another_peak_is_ungated_and_speed_still_gated():
-    def run(mfu, peak, ex_per_s=100.0):
-        return record(train_mfu=mfu, peak_flops_per_s=peak, train_examples_per_s=ex_per_s)
-    redefined = compare.compare([run(0.5, 223e9)], [run(0.25, 453e9)], metrics=["speed"]).set_index("metric")
+    def run(mfu, peak, ex_per_s=100.0):  # two seeds: speed is gated only with a noise estimate
+        return [record(seed=s, train_mfu=mfu * (1 + s / 100), peak_flops_per_s=peak,
+                       train_examples_per_s=ex_per_s * (1 + s / 100)) for s in range(2)]
+    redefined = compare.compare(run(0.5, 223e9), run(0.25, 453e9), metrics=["speed"]).set_index("metric")
     assert redefined.verdict["train_mfu"] == "ungated" and "peak_flops_per_s 223-453 GFLOP/s" in redefined.note["train_mfu"]
     assert redefined.verdict["train_examples_per_s"] == "unchanged"
-    slower = compare.compare([run(0.5, 450e9)], [run(0.25, 455e9, 50.0)], metrics=["speed"]).set_index("metric")
+    slower = compare.compare(run(0.5, 450e9), run(0.25, 455e9, 50.0), metrics=["speed"]).set_index("metric")
     assert (slower.verdict == "regressed").all()
     recounted = compare.compare([record(train_flops_per_s=3e11, train_flops_per_example=2535e6)],
                                 [record(train_flops_per_s=1.5e11, train_flops_per_example=1250e6)], metrics=["speed"])

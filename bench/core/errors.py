@@ -16,3 +16,8 @@ class StorageFull(OSError):
 
 class DataError(RuntimeError):
     """A data or model file that is missing, unreadable or lacks what the task needs; names the file."""
+
+
+class NothingToCompare(Exception):
+    """`bench compare` on a history too young to hold two comparable grids (the first night). Exit 3, which a
+    nightly job may accept; every other failure to compare is an error."""

@@ -77,7 +77,9 @@ METRICS: dict[str, Metric] = {
     "eval_examples_per_s": Metric("examples/s", True, "speed"),
     "eval_batch_ms": Metric("ms", False, "speed"),
     "wall_time_s": Metric("s", False, "speed"),
-    "worker_start_s": Metric("s", False, "speed"),  # runner starting the run -> its worker ready to work
+    # runner starting the run -> its worker ready: the harness's start-up (the grid's first run waits for the fork
+    # server), not the method's speed, so never gated
+    "worker_start_s": Metric("s", None, "info"),
     # what other processes took during the timed training windows (see `contended`)
     "contention": Metric("ratio", None, "info"),  # share of the CPU time the run's threads needed, /proc/stat
     "gpu_other_processes": Metric("count", None, "info"),  # CUDA: other processes NVML listed on the GPU

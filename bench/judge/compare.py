@@ -1,24 +1,26 @@
-"""`bench compare`: did a candidate set of runs regress against a baseline? Exit 0 no, 1 yes, 2 usage error.
+"""`bench compare`: did a candidate set of runs regress against a baseline?
 
-Each side is a set of run records (a results folder, or an invocation found in the history by commit,
-id, `latest` or `previous`). Runs are matched by (suite, task, method, budget) and averaged over seeds;
-every metric with a declared direction (bench/core/metrics.py) gets a verdict:
+Exit codes: 0 no regression, 1 regression (or nothing could be checked: every configuration changed),
+2 usage error (a bad flag or value, a reference that does not exist), 3 nothing to compare yet (the first
+night: the history holds no earlier run of these configurations). A nightly job accepts 3 and nothing else.
 
-- task metrics (accuracy, F1, loss) regress when they get worse by more than
-  max(absolute floor, k x seed std); the std pools both sides' sample std over seeds, when a side has
-  more than one seed;
-- memory, speed and size metrics regress when they get worse by more than max(relative threshold x
-  baseline, k x seed std) (memory: never less than 10 MB): timings on shared machines move by tens of
-  percent between identical runs.
+Each side is a set of run records (a results folder, or an invocation found in the history by commit, id,
+`latest` or `previous`), matched by (suite, task, method, budget) and averaged over seeds. Only a few
+declared metrics are gated (verdicts.DEFAULT_GATE: the headline metric, peak training memory, adapter size,
+training speed); `--metrics` names others. A metric regresses when it gets worse by more than its threshold
+(task metrics: an absolute floor; the others: a share of the baseline) and, where its noise can be estimated,
+the change is significant after Holm's correction across every tested comparison of the night (family-wise
+error 0.01): with the seed variance of the configuration pooled over the history's invocations (t-test), or
+for the headline metric with one seed a night, the paired bootstrap of the saved predictions. With neither,
+the threshold alone decides.
 
-A configuration whose candidate runs all failed is a regression too, and so is a drop in the share of
-runs that succeeded (2 of 3 seeds crashing); a metric the baseline recorded and the candidate no longer does
-is `vanished` (gated). A configuration missing from the candidate is reported, not gated (a subset run is a
-legitimate candidate). Speed is gated only where host, CPU and GPU names match the baseline's: on shared
-or different hardware its verdict is `ungated`. A re-run counts once (`store.latest_runs`). Runs of the same
-name under another configuration (config ids differ: a changed method default, budget, model or data) are
-`reconfigured`, with what changed named, and never gated against each other. MFU and achieved FLOP/s are `ungated`
-where the runs' measured peaks or FLOP counts differ by more than 10% (bench/core/metrics.py, reference_spread).
+A configuration whose candidate runs all failed is a regression, and so is a drop in the share of runs that
+succeeded; a gated metric the baseline recorded and the candidate no longer does is `vanished`. Speed is
+`ungated` on other hardware (host, CPU or GPU names differ) and where a run was contended (other processes
+took a share of its CPU or used its GPU during its timed steps). A configuration that changed (config ids
+differ) is `reconfigured`: reported with what changed and its headline metric across the change, gated only
+with `--gate-reconfigured`; a night where every configuration changed is NOT CHECKED (exit 1), never clean.
+MFU and achieved FLOP/s are `ungated` where their references differ (bench/core/metrics.py reference_spread).
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.errors import UsageError
-from bench.core.metrics import headline_metric, metric_info, reference_spread
+from bench.core.errors import NothingToCompare, UsageError
+from bench.core.metrics import contended, headline_metric, metric_info, reference_spread
 from bench.judge import ties
-from bench.judge.verdicts import KINDS, Thresholds, gated_metrics, parse_thresholds, verdict  # noqa: F401 (re-exported)
+from bench.judge.verdicts import (ALPHA, DEFAULT_GATE, HEADLINE, KINDS, Thresholds, allowed_change,  # noqa: F401
+                                  gated_metrics, holm, parse_thresholds, seed_noise, verdict, worse_p)
 from bench.results import history
 from bench.results.identity import differences
 from bench.results.store import latest_runs
@@ -41,19 +44,24 @@ GATING = {"regressed", "failed", "vanished"}
 HARDWARE = ("hostname", "cpu_model", "gpu_name")  # speed is gated only where these match
 
 
-def _metric_selected(metric: str, wanted: list[str] | None) -> bool:
+def _selected(metric: str, wanted: list[str], headline: str | None) -> bool:
     info = metric_info(metric)
     if info.higher_is_better is None:
         return False
-    return not wanted or metric in wanted or info.kind in wanted
+    return metric in wanted or info.kind in wanted or (metric == headline and HEADLINE in wanted)
 
 
 def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds | None = None,
-            metrics: list[str] | None = None) -> pd.DataFrame:
-    """One row per (suite, task, method, budget, metric): baseline, candidate, change, allowed, verdict."""
+            metrics: list[str] | None = None, alpha: float = ALPHA, noise: dict | None = None,
+            gate_reconfigured: bool = False) -> pd.DataFrame:
+    """One row per (suite, task, method, budget, gated metric): baseline, candidate, change, allowed, p, verdict.
+    `noise`: seed variances per (config id, metric) (verdicts.seed_noise over the history); default: the two
+    sides' own seeds. The rule that decided is in `table.attrs["rule"]`."""
     thresholds = thresholds or Thresholds()
+    wanted = list(metrics or DEFAULT_GATE)
     baseline, candidate = latest_runs(baseline), latest_runs(candidate)
-    base_stats, cand_stats = history.stats(baseline, MATCH_KEYS), history.stats(candidate, MATCH_KEYS)
+    noise = seed_noise(baseline + candidate) if noise is None else noise
+    base_stats, cand_stats = (_by_metric(history.stats(side, MATCH_KEYS)) for side in (baseline, candidate))
     rows = []
     keys = _keys(baseline) + [k for k in _keys(candidate) if k not in _keys(baseline)]
     for key in keys:
@@ -77,9 +85,13 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
         if mismatch:
             rows.append({**ident, "metric": "(runs)", "verdict": "incomparable", "note": "; ".join(mismatch)})
             continue
+        b, c = base_stats.get(key, {}), cand_stats.get(key, {})
+        head = headline_metric(c_ok)
         changed = _config_changes(b_ok, c_ok)
-        if changed is not None:  # another configuration under the same name: report it, never gate on it
-            rows.append({**ident, "metric": "(runs)", "verdict": "reconfigured", "note": changed})
+        if changed is not None and not gate_reconfigured:  # reported with its headline change, never gated
+            across = (f"; {head} {_fmt(b[head]['mean'])} -> {_fmt(c[head]['mean'])} across the reconfiguration"
+                      if head in b and head in c else "")
+            rows.append({**ident, "metric": "(runs)", "verdict": "reconfigured", "note": changed + across})
             continue
         b_share, c_share = len(b_ok) / len(b_runs), len(c_ok) / len(c_runs)
         if c_share < b_share:
@@ -87,40 +99,96 @@ def compare(baseline: list[dict], candidate: list[dict], thresholds: Thresholds 
                          "note": f"{len(c_ok)} of {len(c_runs)} candidate runs succeeded, baseline {len(b_ok)} of "
                                  f"{len(b_runs)}: " + "; ".join(sorted({str(r.get('error'))[:80] for r in c_runs
                                                                         if r['status'] != 'ok'}))})
-        b = _by_metric(base_stats, key)
-        c = _by_metric(cand_stats, key)
-        for metric in [m for m in b if m not in c and _metric_selected(m, metrics)]:
+        for metric in [m for m in b if m not in c and _selected(m, wanted, head)]:
             rows.append({**ident, "metric": metric, "verdict": "vanished",
                          "note": f"{metric} was recorded by the baseline, not by the candidate"})
-        other_hardware = [f"{h}: {_distinct(b_ok, h, 'env')} vs {_distinct(c_ok, h, 'env')}" for h in HARDWARE
-                          if _distinct(b_ok, h, "env") != _distinct(c_ok, h, "env")]
-        for metric in [m for m in b if m in c and _metric_selected(m, metrics)]:
-            v, allowed = verdict(metric, b[metric]["mean"], b[metric]["std"], c[metric]["mean"], c[metric]["std"],
-                                 thresholds)
-            note = None
-            spread = reference_spread(metric, b_ok + c_ok)
-            if other_hardware and metric_info(metric).kind == "speed" and v != "n/a":
-                v, note = "ungated", "other hardware: " + "; ".join(other_hardware)
-            elif spread and v != "n/a":
-                v, note = "ungated", f"not comparable: {spread} among these runs; speed is gated as train_examples_per_s"
-            if metric == headline_metric(c_ok) and v != "n/a":  # same examples on both sides: the paired test
-                paired = ties.compare(metric, c_ok, b_ok)
-                if paired.paired:
-                    note = ("tied within noise: " if paired.tied else "") + \
-                        f"{paired.basis} 95% interval of the change [{paired.low:+.4f}, {paired.high:+.4f}]"
-                    if paired.tied and v in ("regressed", "improved"):
-                        v = "unchanged"
-            base_mean, cand_mean = b[metric]["mean"], c[metric]["mean"]
-            rows.append({**ident, "metric": metric, "unit": metric_info(metric).unit,
-                         "baseline": base_mean, "baseline_std": b[metric]["std"], "baseline_n": b[metric]["n"],
-                         "candidate": cand_mean, "candidate_std": c[metric]["std"], "candidate_n": c[metric]["n"],
-                         "change": cand_mean - base_mean,
-                         "change_pct": (cand_mean - base_mean) / abs(base_mean) * 100 if base_mean else math.nan,
-                         "allowed": allowed, "verdict": v, "note": note})
+        blocked = _speed_blockers(b_ok, c_ok)
+        for metric in [m for m in b if m in c and _selected(m, wanted, head)]:
+            row = _measured(ident, metric, b[metric], c[metric], thresholds)
+            row["note"] = f"across a reconfiguration: {changed}" if changed else None
+            if row["verdict"] is None:
+                spread = reference_spread(metric, b_ok + c_ok)
+                if blocked and metric_info(metric).kind == "speed":
+                    row["verdict"], row["note"] = "ungated", blocked
+                elif spread:
+                    row["verdict"], row["note"] = "ungated", f"not comparable: {spread} among these runs"
+                else:
+                    row["p"], row["basis"] = _p_value(metric, head, b[metric], c[metric], b_ok, c_ok, noise)
+                    if math.isnan(row["p"]) and metric_info(metric).kind == "speed":  # timings need a noise estimate
+                        row["verdict"], row["note"] = "ungated", "one seed and no history: its noise is unknown"
+            rows.append(row)
     columns = MATCH_KEYS + ["metric", "unit", "baseline", "baseline_std", "baseline_n", "candidate", "candidate_std",
-                            "candidate_n", "change", "change_pct", "allowed", "verdict", "note"]
-    return pd.DataFrame(rows, columns=columns)
+                            "candidate_n", "change", "change_pct", "allowed", "p", "basis", "verdict", "note"]
+    table = pd.DataFrame(rows, columns=columns)
+    _decide(table, alpha)
+    tested = int(table.p.notna().sum())
+    table.attrs["rule"] = (f"a change counts when it passes its threshold and, where its noise can be estimated, "
+                           f"a one-sided test that survives Holm's correction across the {tested} tested comparisons "
+                           f"(family-wise error {alpha:g}); gated: {', '.join(wanted)}")
+    return table
 
+
+def _measured(ident: dict, metric: str, b: dict, c: dict, thresholds: Thresholds) -> dict:
+    base, cand = b["mean"], c["mean"]
+    undecided = None if not (math.isnan(base) or math.isnan(cand)) else "n/a"
+    return {**ident, "metric": metric, "unit": metric_info(metric).unit,
+            "baseline": base, "baseline_std": b["std"], "baseline_n": b["n"],
+            "candidate": cand, "candidate_std": c["std"], "candidate_n": c["n"], "change": cand - base,
+            "change_pct": (cand - base) / abs(base) * 100 if base else math.nan,
+            "allowed": allowed_change(metric, base, thresholds), "p": math.nan, "basis": "",
+            "verdict": undecided}
+
+
+def _speed_blockers(b_ok: list[dict], c_ok: list[dict]) -> str | None:
+    """Why speed cannot be gated between these runs: other hardware, or a run that shared its CPU/GPU."""
+    other = [f"{h}: {_distinct(b_ok, h, 'env')} vs {_distinct(c_ok, h, 'env')}" for h in HARDWARE
+             if _distinct(b_ok, h, "env") != _distinct(c_ok, h, "env")]
+    if other:
+        return "other hardware: " + "; ".join(other)
+    busy = sorted({why for r in b_ok + c_ok if (why := contended(r))})
+    return ("contended: " + "; ".join(busy)) if busy else None
+
+
+def _p_value(metric: str, head: str | None, b: dict, c: dict, b_ok: list[dict], c_ok: list[dict],
+             noise: dict) -> tuple[float, str]:
+    """(one-sided p-value that the candidate is worse, how it was tested): a t-test on the seeds with the
+    configuration's seed variance pooled over the history; for the headline metric without one, the paired
+    bootstrap of the saved predictions; else NaN (one seed, no noise estimate: the threshold alone decides)."""
+    worse = (b["mean"] - c["mean"]) * (1 if metric_info(metric).higher_is_better else -1)
+    variance, df = noise.get((c_ok[-1].get("config_id"), metric), (math.nan, 0))
+    if df < 2 and b["n"] > 1 and c["n"] > 1:  # no history (or records without config ids): the two sides' seeds
+        df = int(b["n"] + c["n"] - 2)
+        variance = ((b["n"] - 1) * b["std"] ** 2 + (c["n"] - 1) * c["std"] ** 2) / df
+    if df >= 2:
+        se = math.sqrt(variance * (1 / b["n"] + 1 / c["n"]))
+        return worse_p(worse, se, df), f"t-test on seeds, variance df={df}"
+    if metric == head:
+        paired = ties.compare(metric, c_ok, b_ok)
+        if paired.paired:  # a 95% interval of cand - base; its normal-approximation standard error
+            return worse_p(worse, (paired.high - paired.low) / (2 * 1.959964)), paired.basis
+    return math.nan, "threshold only (no noise estimate)"
+
+
+def _decide(table: pd.DataFrame, alpha: float) -> None:
+    """Verdicts of the measured rows: beyond the threshold and, where tested, significant after Holm's
+    correction (regressions and improvements each a family). A metric that cannot vary (no seed variance) and
+    did not change tests nothing and stays out of the family."""
+    undecided = table.verdict.isna() & (table.metric != "(runs)")
+    tested = undecided & table.p.notna() & ~((table.p == 0.5) & (table.change == 0))
+    idx = list(table.index[tested])
+    worse = dict(zip(idx, holm(table.p[tested].tolist(), alpha)))
+    better = dict(zip(idx, holm((1 - table.p[tested]).tolist(), alpha)))
+    verdicts, notes = table.verdict.tolist(), table.note.tolist()
+    for pos, (i, row) in enumerate(zip(table.index, table.itertuples(index=False))):
+        if not undecided[i]:
+            continue
+        change = row.change if metric_info(row.metric).higher_is_better is False else -row.change  # > 0: worse
+        real = worse.get(i, i not in worse) if change > 0 else better.get(i, i not in better)
+        beyond = abs(change) > row.allowed
+        verdicts[pos] = ("regressed" if change > 0 else "improved") if beyond and real else "unchanged"
+        if beyond and not real:
+            notes[pos] = f"within noise (p={min(row.p, 1 - row.p):.2g}, {row.basis})"
+    table["verdict"], table["note"] = verdicts, notes
 
 
 def _keys(records: list[dict]) -> list[tuple]:
@@ -151,11 +219,13 @@ def _distinct(records: list[dict], column: str, within: str | None = None) -> st
     return ",".join(sorted({str(((r.get(within) or {}) if within else r).get(column)) for r in records}))
 
 
-def _by_metric(stats: pd.DataFrame, key: tuple) -> dict[str, dict]:
-    mask = pd.Series(True, index=stats.index)
-    for column, value in zip(MATCH_KEYS, key):
-        mask &= stats[column] == value
-    return {row.metric: {"mean": row.mean, "std": row.std, "n": row.n} for row in stats[mask].itertuples()}
+def _by_metric(stats: pd.DataFrame) -> dict[tuple, dict[str, dict]]:
+    """(suite, task, method, budget) -> metric -> mean, std, n."""
+    out: dict[tuple, dict[str, dict]] = {}
+    for row in stats.itertuples(index=False):
+        out.setdefault(tuple(getattr(row, k) for k in MATCH_KEYS), {})[row.metric] = \
+            {"mean": row.mean, "std": row.std, "n": row.n}
+    return out
 
 
 def regressions(table: pd.DataFrame) -> pd.DataFrame:
@@ -207,17 +277,16 @@ def _previous(inv: pd.DataFrame, before: Side | None):
     """The newest invocation older than the candidate that shares a configuration with it."""
     if before is None:
         if len(inv) < 2:
-            raise UsageError("reference 'previous' needs two invocations in the history, found "
-                              f"{len(inv)}")
+            raise NothingToCompare(f"reference 'previous' needs two invocations in the history, found {len(inv)}")
         return inv.iloc[-2]
     ours = {r.get("invocation") for r in before.records}
     configs = {tuple(str(r.get(k)) for k in MATCH_KEYS) for r in before.records}
     newest = max((r.get("finished_at") or "" for r in before.records), default="")
     older = inv[~inv.invocation.isin(ours) & (inv.finished_at.fillna("") <= newest)]
     older = older[older.configs.map(lambda cs: bool(cs & configs))]
-    if older.empty:
-        raise UsageError("reference 'previous': the history holds no earlier run of the candidate's "
-                          "configurations (suite, task, method, budget)")
+    if older.empty:  # the first night of these configurations
+        raise NothingToCompare("reference 'previous': the history holds no earlier run of the candidate's "
+                               "configurations (suite, task, method, budget)")
     return older.iloc[-1]
 
 
@@ -253,10 +322,24 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "change": (f"{r.change:+.4g}" + (f" ({r.change_pct:+.1f}%)" if not math.isnan(r.change_pct) else ""))
             if measured else "",
             "allowed": f"{r.allowed:.3g}" if measured and not math.isnan(r.allowed) else "",
+            "p": f"{r.p:.2g}" if measured and not math.isnan(r.p) else "",
             "verdict": (f"{r.verdict} ({r.note})" if isinstance(r.note, str) else r.verdict) if measured
             else f"{r.verdict}: {r.note}",
         })
     return pd.DataFrame(rows)
+
+
+SHOWN = {"regressed", "failed", "vanished", "improved", "reconfigured", "ungated", "missing", "new", "incomparable"}
+COMPARED = {"regressed", "improved", "unchanged", "ungated", "failed", "vanished"}
+
+
+def unchecked(table: pd.DataFrame) -> bool:
+    """Every configuration in common changed: nothing was gated, and the night must not pass as clean."""
+    return bool(len(table)) and not table.verdict.isin(COMPARED).any() and (table.verdict == "reconfigured").any()
+
+
+def exit_code(table: pd.DataFrame) -> int:
+    return 1 if len(regressions(table)) or unchecked(table) else 0
 
 
 def headline(table: pd.DataFrame) -> str:
@@ -269,19 +352,30 @@ def headline(table: pd.DataFrame) -> str:
     if len(bad):
         where = ", ".join(f"{r.task}/{r.method} {r.metric}" for r in bad.itertuples())
         return f"REGRESSION: {where} ({parts})"
+    if unchecked(table):
+        return (f"NOT CHECKED: every configuration changed ({parts}); nothing was gated. Read what changed below, "
+                f"then compare with --gate-reconfigured to gate across the change")
     return f"no regression ({parts})"
 
 
-def format_text(table: pd.DataFrame, baseline: Side, candidate: Side) -> str:
-    body = _display(table).to_string(index=False) if len(table) else "(nothing in common)"
-    return f"baseline:  {baseline.label}\ncandidate: {candidate.label}\n\n{body}\n\n{headline(table)}"
+def _summary(table: pd.DataFrame, everything: bool) -> pd.DataFrame:
+    """What a person needs: the rows that regressed, improved, changed configuration or were not gated."""
+    return table if everything else table[table.verdict.isin(SHOWN)]
 
 
-def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side) -> str:
-    shown = _display(table)
+def format_text(table: pd.DataFrame, baseline: Side, candidate: Side, everything: bool = False) -> str:
+    shown = _summary(table, everything)
+    body = _display(shown).to_string(index=False) if len(shown) else \
+        ("(nothing in common)" if not len(table) else "(every gated comparison unchanged: --all lists them)")
+    return (f"{headline(table)}\nrule: {table.attrs.get('rule', '')}\n\nbaseline:  {baseline.label}\n"
+            f"candidate: {candidate.label}\n\n{body}")
+
+
+def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side, everything: bool = False) -> str:
+    shown = _display(_summary(table, everything))
     icon = {"regressed": "❌ regressed", "failed": "❌ failed", "vanished": "❌ vanished", "improved": "✅ improved"}
-    lines = ["## bench compare", "", f"- baseline: `{baseline.label}`", f"- candidate: `{candidate.label}`", "",
-             f"**{headline(table)}**", ""]
+    lines = ["## bench compare", "", f"**{headline(table)}**", "", f"Rule: {table.attrs.get('rule', '')}.", "",
+             f"- baseline: `{baseline.label}`", f"- candidate: `{candidate.label}`", ""]
     if len(shown):
         lines.append("| " + " | ".join(shown.columns) + " |")
         lines.append("|" + "|".join("---" for _ in shown.columns) + "|")
@@ -289,4 +383,6 @@ def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side) -> str
             cells = [str(c).replace("|", "\\|") for c in row]
             cells[-1] = next((icon[k] + cells[-1][len(k):] for k in icon if cells[-1].startswith(k)), cells[-1])
             lines.append("| " + " | ".join(cells) + " |")
+    elif len(table):
+        lines.append("Every gated comparison is unchanged (`--all` lists them).")
     return "\n".join(lines) + "\n"

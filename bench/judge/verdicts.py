@@ -82,3 +82,60 @@ def verdict(metric: str, base: float, base_std: float, cand: float, cand_std: fl
     if -worse > allowed:
         return "improved", allowed
     return "unchanged", allowed
+
+
+# --- the nightly gate: few declared metrics, a noise test per comparison, Holm across them -----------------
+
+# What `bench compare` gates by default: the task's headline metric, peak training memory (RSS on a CPU, the
+# allocator's peak on a GPU), the size of what the method saves, and training speed (only where the hardware
+# matches and no run was contended). `--metrics` names others (or kinds).
+HEADLINE = "headline"
+DEFAULT_GATE = (HEADLINE, "peak_train_mb", "cuda_peak_train_allocated_mb", "adapter_tensor_mb", "train_examples_per_s")
+ALPHA = 0.01  # family-wise error rate of one comparison (a night): about one false alarm in 100 quiet nights
+
+
+def allowed_change(metric: str, base: float, thresholds: Thresholds) -> float:
+    """The practical threshold: how much worse (or better) a metric must get to matter at all."""
+    mode, value = thresholds.of(metric)
+    return value if mode == "absolute" else max(value * abs(base), MIN_ALLOWED.get(metric_info(metric).kind, 0.0))
+
+
+def seed_noise(records: list[dict]) -> dict[tuple[str, str], tuple[float, int]]:
+    """(config id, metric) -> (seed-to-seed variance, degrees of freedom), pooled over every invocation that
+    ran the configuration with two or more seeds: a nightly history gives a far better noise estimate than
+    one night's three seeds, and pooling within invocations is not fooled by real changes between them."""
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        if r.get("status") != "ok" or not r.get("config_id"):
+            continue
+        for name, value in (r.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                groups.setdefault((r["config_id"], name, r.get("invocation")), []).append(float(value))
+    pooled: dict[tuple[str, str], list[float]] = {}
+    for (config, name, _), values in groups.items():
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            acc = pooled.setdefault((config, name), [0.0, 0])
+            acc[0] += sum((v - mean) ** 2 for v in values)
+            acc[1] += len(values) - 1
+    return {key: (ss / df, int(df)) for key, (ss, df) in pooled.items()}
+
+
+def worse_p(worse: float, se: float, df: float | None = None) -> float:
+    """One-sided p-value that the candidate is really worse by `worse` (its standard error `se`): Student's t
+    with `df` degrees of freedom, the normal distribution without. 1 - p is the p-value of an improvement."""
+    from scipy.stats import norm, t
+    if se == 0:
+        return 0.0 if worse > 0 else 1.0 if worse < 0 else 0.5
+    return float(t.sf(worse / se, df) if df else norm.sf(worse / se))
+
+
+def holm(pvalues: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down rule: which of the comparisons are significant with a family-wise error of `alpha`."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    significant = [False] * len(pvalues)
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (len(pvalues) - rank):
+            break
+        significant[i] = True
+    return significant
