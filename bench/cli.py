@@ -448,14 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-every", type=int, metavar="STEPS",
                      help="with --early-stopping: steps between dev scores (default: a tenth of the run)")
     run.add_argument("--lr", action="append", help="learning rate: NUMBER for all methods or METHOD=NUMBER "
-                                                   "(default: the task's tuned rate, else the method file's)")
+                                                   "(default: the task's tuned rate where it was tuned for this "
+                                                   "--model and --precision, else the method file's)")
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser("tune", help="choose each method's learning rate on the dev split (one protocol for all)")
     _grid_arguments(tune)
-    tune.add_argument("--points", type=int, default=5, help="rates in each method's grid (default: 5)")
+    tune.add_argument("--points", type=int, default=5,
+                      help="rates in each method's stage-1 grid (default: 5); then up to 2 past an edge best and "
+                           "2 in stage 2, half a grid step either side of each best")
     tune.add_argument("--span", type=float, default=100.0,
-                      help="highest / lowest rate of the grid, centred on the method file's rate (default: 100)")
+                      help="highest / lowest rate of the stage-1 grid, centred on the method file's rate "
+                           "(default: 100)")
     tune.set_defaults(func=cmd_tune)
 
     report = sub.add_parser("report", help="render result folders as one self-contained HTML page (+ Markdown)")
