@@ -1,5 +1,6 @@
 """The real CLI on the smoke suite: every method, the tables, failures kept as rows, bad names."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,18 @@ def test_every_method_completes_with_measurements(smoke_run):
     for m in METHODS:
         assert (sentiment[m]["status"], sentiment[m]["metric"]) == ("ok", "accuracy"), sentiment[m]
         assert float(sentiment[m]["value"]) == pytest.approx(by.loc[m, "accuracy"], rel=1e-3), sentiment[m]
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="contention is read from /proc/stat")
+def test_every_run_records_the_contention_of_its_timed_windows(smoke_run):
+    """A busy machine must not pass for a slow method: every run records what share of the CPU others took during
+    its timed windows, or why it cannot (this grid's windows add up to ~0.1 s: too short for 10 ms ticks)."""
+    out, _ = smoke_run
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for r in [r for r in records if r["status"] == "ok"]:
+        share = r["metrics"].get("contention")
+        assert (share is not None and 0 <= share <= 1) or "too short" in r["info"]["contention"], (r["method"], r["info"])
+        assert "gpu_other_processes" not in r["metrics"]  # CPU runs never ask NVML
 
 
 def printed_summary(stdout: str) -> list[dict]:
