@@ -151,13 +151,13 @@ def test_compare_calls_a_change_inside_the_paired_interval_a_tie(tmp_path):
     c["invocation"] = "inv-2"
     table = compare.compare([b], [c], compare.parse_thresholds(["accuracy=0.001"]), ["accuracy"])
     row = table[table.metric == "accuracy"].iloc[0]
-    assert row.verdict == "unchanged" and row.note.startswith("tied within noise: paired bootstrap")
+    assert row.verdict == "unchanged" and row.note.startswith("within noise (p=") and "paired bootstrap" in row.note
     far = worse.copy()
     far[np.flatnonzero(worse == 1)[:60]] = 0  # 7 points worse: a real regression
     c2 = saved_run(tmp_path, "lora", far)
     c2["info"]["task"], c2["invocation"] = {"metric": "accuracy"}, "inv-3"
     row = compare.compare([b], [c2], compare.parse_thresholds(["accuracy=0.001"]), ["accuracy"]).iloc[0]
-    assert row.verdict == "regressed" and "tied" not in row.note
+    assert row.verdict == "regressed" and "within noise" not in (row.note or "")
 
 
 def test_early_stopping_keeps_the_best_dev_state_and_changes_the_config(tmp_path):
