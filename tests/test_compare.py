@@ -93,6 +93,16 @@ def test_speed_is_gated_only_on_the_same_hardware():
     assert single.verdict == "ungated" and "noise is unknown" in single.note
 
 
+def test_seed_noise_pools_within_invocations_and_counts_a_run_once():
+    nights = [record(seed=s, invocation=f"n{n}", accuracy=0.8 + 0.1 * n + 0.01 * s) for n in range(3) for s in range(2)]
+    for r in nights:
+        r["config_id"] = "c"
+    variance, df = compare.seed_noise(nights + nights[:2])["c", "accuracy"]  # the first night's runs read twice
+    assert df == 3 and variance == pytest.approx(0.01 ** 2 / 2)  # the 10-point moves between nights are not noise
+    single = [dict(r, seed=0) for r in nights if r["seed"] == 0]
+    assert ("c", "accuracy") not in compare.seed_noise(single + single)  # one seed a night: no estimate, even twice
+
+
 def test_only_the_declared_metrics_are_gated_by_default_and_worker_start_never():
     base = [record(seed=s, accuracy=0.9, peak_train_mb=500.0, adapter_tensor_mb=0.3, train_loss=0.3,
                    latency_p50_ms=5.0, worker_start_s=0.01) for s in range(2)]

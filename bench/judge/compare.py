@@ -358,23 +358,35 @@ def headline(table: pd.DataFrame) -> str:
     return f"no regression ({parts})"
 
 
-def _summary(table: pd.DataFrame, everything: bool) -> pd.DataFrame:
-    """What a person needs: the rows that regressed, improved, changed configuration or were not gated."""
-    return table if everything else table[table.verdict.isin(SHOWN)]
+def _summary(table: pd.DataFrame, everything: bool) -> tuple[pd.DataFrame, list[str]]:
+    """What a person needs: the rows that regressed, improved, changed configuration or were not gated; a reason
+    shared by more than three ungated rows (one seed a night: speed everywhere) is one line, not a row each."""
+    if everything:
+        return table, []
+    shown = table[table.verdict.isin(SHOWN)]
+    ungated = shown[shown.verdict == "ungated"]
+    lines, grouped = [], []
+    for (metric, note), rows in ungated.groupby(["metric", "note"], sort=False):
+        if len(rows) > 3:
+            lines.append(f"{metric} ungated in {len(rows)} configurations: {note}")
+            grouped += list(rows.index)
+    return shown.drop(index=grouped), lines
 
 
 def format_text(table: pd.DataFrame, baseline: Side, candidate: Side, everything: bool = False) -> str:
-    shown = _summary(table, everything)
+    shown, grouped = _summary(table, everything)
     body = _display(shown).to_string(index=False) if len(shown) else \
-        ("(nothing in common)" if not len(table) else "(every gated comparison unchanged: --all lists them)")
-    return (f"{headline(table)}\nrule: {table.attrs.get('rule', '')}\n\nbaseline:  {baseline.label}\n"
-            f"candidate: {candidate.label}\n\n{body}")
+        ("(nothing in common)" if not len(table) else "(nothing regressed, improved or changed: --all lists every row)")
+    return (f"{headline(table)}\nrule: {table.attrs.get('rule', '')}\n" + "".join(f"{g}\n" for g in grouped)
+            + f"\nbaseline:  {baseline.label}\ncandidate: {candidate.label}\n\n{body}")
 
 
 def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side, everything: bool = False) -> str:
-    shown = _display(_summary(table, everything))
+    rows, grouped = _summary(table, everything)
+    shown = _display(rows)
     icon = {"regressed": "❌ regressed", "failed": "❌ failed", "vanished": "❌ vanished", "improved": "✅ improved"}
     lines = ["## bench compare", "", f"**{headline(table)}**", "", f"Rule: {table.attrs.get('rule', '')}.", "",
+             *[f"- {g}" for g in grouped], *([""] if grouped else []),
              f"- baseline: `{baseline.label}`", f"- candidate: `{candidate.label}`", ""]
     if len(shown):
         lines.append("| " + " | ".join(shown.columns) + " |")
@@ -384,5 +396,5 @@ def format_markdown(table: pd.DataFrame, baseline: Side, candidate: Side, everyt
             cells[-1] = next((icon[k] + cells[-1][len(k):] for k in icon if cells[-1].startswith(k)), cells[-1])
             lines.append("| " + " | ".join(cells) + " |")
     elif len(table):
-        lines.append("Every gated comparison is unchanged (`--all` lists them).")
+        lines.append("Nothing regressed, improved or changed (`--all` lists every row).")
     return "\n".join(lines) + "\n"

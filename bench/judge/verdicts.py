@@ -105,7 +105,8 @@ def seed_noise(records: list[dict]) -> dict[tuple[str, str], tuple[float, int]]:
     ran the configuration with two or more seeds: a nightly history gives a far better noise estimate than
     one night's three seeds, and pooling within invocations is not fooled by real changes between them."""
     groups: dict[tuple, list[float]] = {}
-    for r in records:
+    unique = {r.get("run_id") or id(r): r for r in records}.values()  # a run read twice (history and folder) once
+    for r in unique:
         if r.get("status") != "ok" or not r.get("config_id"):
             continue
         for name, value in (r.get("metrics") or {}).items():
