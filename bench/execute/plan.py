@@ -135,7 +135,8 @@ def skip_line(skipped: dict[str, int], mode: str) -> str:
     """What was left out of a grid, and how to run it after all."""
     hint = "--rerun-failed reruns only failed/interrupted runs" if mode == "rerun-failed" else \
         "--rerun runs them again"
-    return f"{sum(skipped.values())} skipped ({', '.join(f'{n} {why}' for why, n in skipped.items())}; {hint})"
+    reasons = ", ".join(f"{skipped[why]} {why}" for why in sorted(skipped))  # the same line whatever the run order
+    return f"{sum(skipped.values())} skipped ({reasons}; {hint})"
 
 
 @dataclass(frozen=True)
