@@ -97,6 +97,8 @@ def test_seed_noise_pools_within_invocations_and_counts_a_run_once():
     nights = [record(seed=s, invocation=f"n{n}", accuracy=0.8 + 0.1 * n + 0.01 * s) for n in range(3) for s in range(2)]
     for r in nights:
         r["config_id"] = "c"
+    rerun = dict(nights[0], metrics={"accuracy": 0.5})  # seed 0 of night 0 again: replaces it
+    assert compare.seed_noise(nights + [rerun])["c", "accuracy"][1] == 3
     variance, df = compare.seed_noise(nights + nights[:2])["c", "accuracy"]  # the first night's runs read twice
     assert df == 3 and variance == pytest.approx(0.01 ** 2 / 2)  # the 10-point moves between nights are not noise
     single = [dict(r, seed=0) for r in nights if r["seed"] == 0]

@@ -55,7 +55,6 @@ def padded_units(batch: dict, added_positions: int = 0) -> int:
     return ids.shape[0] * (ids.shape[-1] + added_positions) if ids is not None else len(batch["labels"])
 
 
-
 def parameter_groups(model: torch.nn.Module) -> list[dict]:
     """AdamW's weight decay as HF Trainer applies it (its own rule): not on biases and normalisation weights,
     which are exactly what BitFit and LN tuning train, so decaying them would handicap those methods."""

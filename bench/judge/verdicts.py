@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from bench.core.errors import UsageError
 from bench.core.metrics import METRICS, metric_info
 from bench.core.units import name_value, parse_fraction, parse_number
+from bench.results.store import latest_runs
 
 KINDS = ["task", "memory", "speed", "size"]
 # Defaults, documented in the README: task metrics by an absolute amount in their own unit, the others
@@ -105,8 +106,8 @@ def seed_noise(records: list[dict]) -> dict[tuple[str, str], tuple[float, int]]:
     ran the configuration with two or more seeds: a nightly history gives a far better noise estimate than
     one night's three seeds, and pooling within invocations is not fooled by real changes between them."""
     groups: dict[tuple, list[float]] = {}
-    unique = {r.get("run_id") or id(r): r for r in records}.values()  # a run read twice (history and folder) once
-    for r in unique:
+    # One record per run and invocation: a run read twice (history and folder) or re-run is not another seed.
+    for r in latest_runs(records, per=("invocation",)):
         if r.get("status") != "ok" or not r.get("config_id"):
             continue
         for name, value in (r.get("metrics") or {}).items():
