@@ -45,14 +45,13 @@ def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _metric_of_means(metric: str, axis: int):
-    """The metric of example means along `axis` (entity F1 is a ratio of sums, so means give it too)."""
-    return lambda *samples, axis=axis: _moved(metric, samples, axis)
-
-
-def _moved(metric: str, samples, axis: int):
-    means = [np.moveaxis(np.mean(s, axis=axis), 0, -1) for s in samples]  # the statistics' axis last
-    return value(metric, means[0]) if len(means) == 1 else value(metric, means[0]) - value(metric, means[1])
+def _statistic(metric: str):
+    """scipy's statistic: the metric of a sample's example means (entity F1 is a ratio of sums, so means give it
+    too); for two samples, the difference."""
+    def statistic(*samples, axis=-1):
+        values = [value(metric, np.moveaxis(np.mean(s, axis=axis), 0, -1)) for s in samples]  # statistics last
+        return values[0] if len(values) == 1 else values[0] - values[1]
+    return statistic
 
 
 # scipy takes axis 0 of an [n, k] array as the observations and hands the statistic the resamples with the
@@ -61,7 +60,7 @@ def bootstrap_ci(metric: str, stats: np.ndarray, resamples: int = RESAMPLES, see
                  level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of one run's metric over bootstrap resamples of its examples (scipy)."""
     from scipy.stats import bootstrap
-    res = bootstrap((stats,), _metric_of_means(metric, -1), vectorized=True, n_resamples=resamples,
+    res = bootstrap((stats,), _statistic(metric), vectorized=True, n_resamples=resamples,
                     confidence_level=level, method="percentile", batch=BATCH, rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -73,7 +72,7 @@ def paired_difference(metric: str, a: np.ndarray, b: np.ndarray, resamples: int 
     from scipy.stats import bootstrap
     if len(a) != len(b):
         raise ValueError(f"paired comparison needs the same examples ({len(a)} vs {len(b)})")
-    res = bootstrap((a, b), _metric_of_means(metric, -1), paired=True, vectorized=True,
+    res = bootstrap((a, b), _statistic(metric), paired=True, vectorized=True,
                     n_resamples=resamples, confidence_level=level, method="percentile", batch=BATCH,
                     rng=np.random.default_rng(seed))
     diff = float(value(metric, a.mean(0)) - value(metric, b.mean(0)))
