@@ -10,8 +10,6 @@ from pathlib import Path
 from bench.core import resolve
 from bench.core.errors import DataError, NothingToCompare, StorageFull, UsageError
 
-DEFAULT_OUT = Path("runs")
-
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -104,7 +102,7 @@ def _mode(args) -> str:
 def cmd_run(args) -> int:
     from bench.execute import plan
     tasks, method_specs, lrs, executor = _common(args)
-    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, args.suite, DEFAULT_OUT)
+    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, args.suite)
     settings = _settings(args)
     runs = [plan.configure(task, m, settings, lrs) for task in tasks for m in method_specs]
     from bench.judge import tuning
@@ -195,8 +193,7 @@ def cmd_tune(args) -> int:
     from bench.results.identity import run_key
     tasks, method_specs, _, executor = _common(args)
     plan.check_tuning_grid(args.points, args.span)
-    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, f"tune-{args.suite}",
-                                                   DEFAULT_OUT)
+    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, f"tune-{args.suite}")
     settings = _settings(args)
     runs, trials = plan.tuning_runs(tasks, method_specs, settings, args.points, args.span)
     stages = {key: {"grid": list(rates.values())} for key, rates in trials.items()}
@@ -284,6 +281,7 @@ def _resume_command(args, out: Path) -> str:
 
 
 def cmd_report(args) -> int:
+    from bench.execute.plan import DEFAULT_OUT
     from reports.html import latest_results, load_records, write_report
     records, folders = load_records(args.results or [latest_results(DEFAULT_OUT)])
     out = args.out or (folders[0] / "report.html" if len(folders) == 1 else Path("report.html"))
