@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from transformers import get_linear_schedule_with_warmup
+from transformers import Trainer, get_linear_schedule_with_warmup  # imported with the worker, not in a window
 
 from bench.meters import flops
 from bench.meters.energy import EnergyMeter
@@ -58,7 +58,6 @@ def padded_units(batch: dict, added_positions: int = 0) -> int:
 def parameter_groups(model: torch.nn.Module) -> list[dict]:
     """AdamW's weight decay as HF Trainer applies it (its own rule): not on biases and normalisation weights,
     which are exactly what BitFit and LN tuning train, so decaying them would handicap those methods."""
-    from transformers import Trainer
     decay = set(Trainer.get_decay_parameter_names(None, model))  # reads nothing from the trainer itself
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in trainable if n in decay], "weight_decay": WEIGHT_DECAY},
