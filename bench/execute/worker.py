@@ -27,6 +27,7 @@ from bench.execute import faults
 from bench.execute.allocator import INFERENCE_MALLOPT, tune_allocator
 from bench.execute.process import now, partial_path
 from bench.execute.train import TrainStats, train
+from bench.judge import stats
 from bench.meters.environment import environment
 from bench.meters.flops import choose_cpu_matmul, device_peak
 from bench.meters.precision import autocast, set_tf32
@@ -381,7 +382,6 @@ class EarlyStopping:
 
 def uncertainty(task, predictions: dict) -> dict:
     """95% bootstrap interval of the headline metric over evaluation examples (sentences for entity F1)."""
-    from bench.judge import stats
     if task.metric not in stats.KNOWN:  # a task with another metric: no interval rather than a failed run
         return {}
     low, high = stats.bootstrap_ci(task.metric, stats.example_stats(task.metric, predictions["gold"],

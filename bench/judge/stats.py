@@ -10,6 +10,7 @@ Without saved predictions, a t interval over the seeds' scores.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import bootstrap, t  # at import: a worker imports this before its memory windows
 
 KNOWN = ("accuracy", "entity_f1")  # metrics with per-example statistics
 RESAMPLES = 1000
@@ -59,7 +60,6 @@ def _statistic(metric: str):
 def bootstrap_ci(metric: str, stats: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
                  level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of one run's metric over bootstrap resamples of its examples (scipy)."""
-    from scipy.stats import bootstrap
     res = bootstrap((stats,), _statistic(metric), vectorized=True, n_resamples=resamples,
                     confidence_level=level, method="percentile", batch=BATCH, rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -69,7 +69,6 @@ def paired_difference(metric: str, a: np.ndarray, b: np.ndarray, resamples: int 
                       level: float = LEVEL) -> tuple[float, float, float]:
     """(a - b, low, high): two runs on the same examples, their difference and its paired bootstrap interval
     (scipy, the same resampled examples for both)."""
-    from scipy.stats import bootstrap
     if len(a) != len(b):
         raise ValueError(f"paired comparison needs the same examples ({len(a)} vs {len(b)})")
     res = bootstrap((a, b), _statistic(metric), paired=True, vectorized=True,
@@ -107,6 +106,5 @@ def hierarchical(metric: str, a: np.ndarray, b: np.ndarray | None = None, resamp
 
 def t_interval(diff: float, se: float, seeds: int, level: float = LEVEL) -> tuple[float, float]:
     """diff ± t·se with Student's t for `seeds` runs (df = seeds - 1): 12.7 for two seeds, 4.3 for three."""
-    from scipy.stats import t
     half = float(t.ppf((1 + level) / 2, max(seeds - 1, 1))) * se
     return diff - half, diff + half
