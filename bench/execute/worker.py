@@ -27,7 +27,6 @@ from bench.execute import faults
 from bench.execute.allocator import INFERENCE_MALLOPT, tune_allocator
 from bench.execute.process import now, partial_path
 from bench.execute.train import TrainStats, train
-from bench.judge import stats
 from bench.meters.environment import environment
 from bench.meters.flops import choose_cpu_matmul, device_peak
 from bench.meters.precision import autocast, set_tf32
@@ -151,6 +150,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
         metrics.update(measure(loaded, model, setting))
         metrics.update(peak.window("infer"))
         phase("latency")
+        metrics.update(uncertainty(loaded.task, evaluated.predictions))  # after the windows: see `uncertainty`
         merged = measure_merged(loaded, model, setting)
         if merged is not None:
             metrics.update(merged)
@@ -290,10 +290,9 @@ def evaluate(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> Evalua
 
 
 def record_evaluation(spec: dict, record: dict, loaded: Loaded, evaluated: Evaluated) -> None:
-    """Scores with their interval, the predictions file, and evaluation throughput."""
+    """Scores, the predictions file, and evaluation throughput."""
     metrics, n = record["metrics"], len(loaded.eval_examples)
     metrics.update(evaluated.scores)
-    metrics.update(uncertainty(loaded.task, evaluated.predictions))
     if spec.get("predictions_path"):
         save_predictions(Path(spec["predictions_path"]), loaded.task.eval_order(loaded.eval_examples),
                          evaluated.predictions)
@@ -381,7 +380,9 @@ class EarlyStopping:
 
 
 def uncertainty(task, predictions: dict) -> dict:
-    """95% bootstrap interval of the headline metric over evaluation examples (sentences for entity F1)."""
+    """95% bootstrap interval of the headline metric over evaluation examples (sentences for entity F1). Called
+    after the memory windows: the statistics (scipy) are the harness's memory, not the method's."""
+    from bench.judge import stats
     if task.metric not in stats.KNOWN:  # a task with another metric: no interval rather than a failed run
         return {}
     low, high = stats.bootstrap_ci(task.metric, stats.example_stats(task.metric, predictions["gold"],

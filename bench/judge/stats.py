@@ -10,7 +10,7 @@ Without saved predictions, a t interval over the seeds' scores.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import bootstrap, t  # at import: a worker imports this before its memory windows
+from scipy.stats import bootstrap, t
 
 KNOWN = ("accuracy", "entity_f1")  # metrics with per-example statistics
 RESAMPLES = 1000
