@@ -77,9 +77,9 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
                 notes.append(f"{col} left out: {spread}")
         if not len(ok):
             notes.append(str(g.error.iloc[-1])[:70])
-        elif near_chance(row["value"], chance := chance_level(metric, ok["majority_rate"].mean()
-                                                                   if "majority_rate" in ok else float("nan"))):
-            notes.append(f"near chance (majority class {chance:.3f})" if metric == "accuracy" else
+        elif near_chance(row["value"], chance := chance_level(
+                metric, *(ok[m].mean() if m in ok else float("nan") for m in ("majority_rate", "majority_macro_f1")))):
+            notes.append(f"near chance (majority class {chance:.3f})" if metric in ("accuracy", "macro_f1") else
                          f"near chance ({metric} {chance:g} without learning)")
         row["contended"] = contention_note(runs)
         if row["contended"]:

@@ -36,7 +36,8 @@ class TextClassificationTask(Task):
 
     def predict(self, model, batches: list[Batch], device, label_names: list[str]) -> tuple[dict, dict]:
         """Per example, in batch order: gold class, predicted class and its probability (class indices, so
-        `label_names` is not needed); no extra metrics."""
+        `label_names` is not needed); no extra metrics. The class names stay out: the predictions are saved one
+        row per example, which a K-long list cannot join, so `score` names per-class figures by index."""
         import torch
         preds, golds, probs = [], [], []
         with torch.inference_mode():
@@ -51,8 +52,30 @@ class TextClassificationTask(Task):
                 "score": torch.cat(probs).tolist()}, {}
 
     def score(self, predictions: dict) -> dict:
+        """Accuracy; macro F1 (sklearn's: the mean of the per-class F1 over the classes found in gold or
+        predictions, 0 for a class never predicted correctly); each of those classes' precision, recall and F1,
+        named `predictions["classes"][c]` where the predictions carry the class names, else by class index `c`
+        (saved predictions hold indices only); and what a constant predictor of the commonest gold class
+        scores: `majority_rate` for accuracy, `majority_macro_f1` (2p / (1 + p) / K: F1 2p / (1 + p) on its class
+        of share p, 0 on the K - 1 other gold classes) for macro F1."""
         import numpy as np
         gold, pred = np.asarray(predictions["gold"]), np.asarray(predictions["pred"])
+        counts = np.bincount(gold)
         # The majority-class rate is what a constant predictor scores: near it, a run learned nothing.
-        return {"accuracy": float((pred == gold).mean()),
-                "majority_rate": float(np.bincount(gold).max() / len(gold))}
+        out = {"accuracy": float((pred == gold).mean()),
+               "majority_rate": float(counts.max() / len(gold))}
+        classes = np.union1d(gold, pred)
+        g, p = np.searchsorted(classes, gold), np.searchsorted(classes, pred)
+        tp = np.bincount(g[gold == pred], minlength=len(classes))
+        predicted, actual = np.bincount(p, minlength=len(classes)), np.bincount(g, minlength=len(classes))
+        f1 = 2 * tp / (predicted + actual)  # every class here was predicted or is gold
+        out["macro_f1"] = float(f1.mean())
+        share = out["majority_rate"]
+        out["majority_macro_f1"] = 2 * share / (1 + share) / int((counts > 0).sum())
+        names = predictions.get("classes")
+        for c, t, n_pred, n_gold, f in zip(classes.tolist(), tp, predicted, actual, f1):
+            name = names[c] if names is not None else c
+            out[f"precision_{name}"] = float(t / n_pred) if n_pred else 0.0
+            out[f"recall_{name}"] = float(t / n_gold) if n_gold else 0.0
+            out[f"f1_{name}"] = float(f)
+        return out

@@ -24,11 +24,17 @@ METRICS: dict[str, Metric] = {
     "entity_f1": Metric("ratio", True, "task"),
     "entity_precision": Metric("ratio", True, "task"),
     "entity_recall": Metric("ratio", True, "task"),
+    # classification: the unweighted mean over classes of per-class F1 (imbalanced data), and what always guessing
+    # the commonest class scores on it; per-class precision_/recall_/f1_<class> fall back to _PREFIXES
+    "macro_f1": Metric("ratio", True, "task"),
+    "majority_macro_f1": Metric("ratio", None, "info"),
     # 95% bootstrap interval over evaluation examples: informational (the gate uses the paired test)
-    **{f"{m}_ci_{e}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1") for e in ("low", "high")},
+    **{f"{m}_ci_{e}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "macro_f1")
+       for e in ("low", "high")},
     # tuning trials' dev-split scores (never gated: tuning folders stay out of the history)
     **{f"dev_{m}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "entity_precision",
-                                                          "entity_recall", "majority_rate")},
+                                                          "entity_recall", "majority_rate", "macro_f1",
+                                                          "majority_macro_f1")},
     "best_step": Metric("count", None, "info"),  # --early-stopping: the step whose state was kept
     "train_loss": Metric("nats", False, "task"),
     "train_task_loss": Metric("nats", False, "task"),
@@ -97,7 +103,7 @@ METRICS: dict[str, Metric] = {
     "empty_words": Metric("count", None, "info"),  # NER words the tokenizer gave no piece (scored as O)
 }
 
-_PREFIXES = {"f1_": Metric("ratio", True, "task")}
+_PREFIXES = {p: Metric("ratio", True, "task") for p in ("f1_", "precision_", "recall_")}  # per class or entity type
 
 
 def metric_info(name: str) -> Metric:
@@ -181,10 +187,16 @@ def reference_spread(metric: str, records: list[dict]) -> str | None:
 NEAR_CHANCE_POINTS = 0.03
 
 
-def chance_level(metric: str, majority_rate: float = float("nan")) -> float:
-    """What a model that learned nothing scores: the majority-class rate for accuracy; 0 for entity F1 (a
-    constant `O` tagger finds no entity); NaN for metrics without a known floor."""
-    return majority_rate if metric == "accuracy" else 0.0 if metric.endswith("f1") else float("nan")
+def chance_level(metric: str, majority_rate: float = float("nan"),
+                 majority_macro_f1: float = float("nan")) -> float:
+    """What a model that learned nothing scores: the majority-class rate for accuracy; for macro F1 what the
+    same constant predictor scores on it (`majority_macro_f1`, recorded beside it); 0 for entity F1 (a constant `O`
+    tagger finds no entity); NaN for metrics without a known floor."""
+    if metric == "accuracy":
+        return majority_rate
+    if metric == "macro_f1":
+        return majority_macro_f1
+    return 0.0 if metric.endswith("f1") else float("nan")
 
 
 def near_chance(value: float, chance: float) -> bool:

@@ -130,9 +130,10 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     placeholders = {HEADLINE: head, MEMORY: memory}
     constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]
     wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", SIZE, "latency_p50_ms",
-                                 "majority_rate"] + [c.metric for c in constraints]))
+                                 "majority_rate", "majority_macro_f1"] + [c.metric for c in constraints]))
     table = method_table(ok, wanted)
-    table["near_chance"] = [near_chance(a, chance_level(head, m)) for a, m in zip(table[head], table["majority_rate"])]
+    table["near_chance"] = [near_chance(a, chance_level(head, m, f)) for a, m, f
+                            in zip(table[head], table["majority_rate"], table["majority_macro_f1"])]
     reasons = []
     for row in table.itertuples(index=False):
         failed = [f"{c.label} ({_show(c.metric, getattr(row, c.metric))})" for c in constraints
