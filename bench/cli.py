@@ -45,11 +45,18 @@ def _lrs(values: list[str] | None) -> dict[str, float]:
 
 def cmd_list(args) -> int:
     from methods import METHODS
-    from suites import SUITES
-    print("suites and tasks:")
-    for suite, tasks in SUITES.items():
+    from suites import SUITES, find_tasks
+    print("suites and tasks (a task is a file: suites/tasks/, or yours with --tasks path/to/task.yaml):")
+    listed = list(SUITES.items())
+    if args.tasks:
+        given = find_tasks(args.tasks, None)
+        listed.append(("given", given))
+    for suite, tasks in listed:
         for t in tasks:
-            print(f"  {suite:8s} {t.name:12s} metric={t.metric:10s} model={t.default_model}  budgets={','.join(t.budgets)}")
+            budgets = ",".join(t.budgets) if t.budgets else "derived from the data's size"
+            where = f"  file={_shown(t.source)}" if t.source else ""
+            print(f"  {t.suite:8s} {t.name:12s} {t.kind:22s} metric={t.metric:10s} model={t.default_model}  "
+                  f"budgets={budgets}{where}")
     from methods.spec import FAMILIES
     print(f"methods ({len(METHODS)}, one file each in methods/zoo/; a path to your own file works too):")
     print(f"  {'name':14s} {'kind':22s} {'lr':8s} {'applies to':20s} key settings")
@@ -65,13 +72,27 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _shown(path: str) -> str:
+    """A path as short as it reads well: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def _common(args):
     """Names checked torch-free, then (tasks, method specs, --lr map, executor)."""
     import methods
-    from suites import BUDGETS, get_suite
+    from suites import BUDGETS, find_tasks, suite_name
 
-    tasks = get_suite(args.suite)
-    task_names = _pick(args.tasks, [t.name for t in tasks], f"task in suite {args.suite}")
+    tasks = find_tasks(args.tasks, args.suite)
+    names = [t.name for t in tasks]
+    if len(set(names)) < len(names):
+        raise UsageError(f"two tasks named {next(n for n in names if names.count(n) > 1)!r} in one grid "
+                         f"(give one a distinct `name:` in its task file)")
+    suites = list(dict.fromkeys(t.suite for t in tasks))
+    args.suite_label = suite_name(args.suite) if args.suite else "+".join(suites)
+    args.suites = set(suites)
     method_specs = methods.resolve(args.methods or list(methods.METHODS), args.set)
     if args.budget not in BUDGETS:
         raise UsageError(f"unknown budget {args.budget!r} (valid: {', '.join(BUDGETS)})")
@@ -82,13 +103,28 @@ def _common(args):
         if name != "*":
             _pick([name], list(dict.fromkeys([m.name for m in method_specs] + [m.label for m in method_specs])),
                   "method in --lr")
-    return [t for t in tasks if t.name in task_names], method_specs, lrs, make_executor(args)
+    _check_data(args, tasks)
+    return tasks, method_specs, lrs, make_executor(args)
+
+
+def _check_data(args, tasks) -> None:
+    """A task file's own data is read and checked before anything runs: a bad file, column or label ends here in
+    one line (exit 1), never in each run's traceback; a class imbalance is a warning."""
+    data_dir = resolve.data_dir(args.data_dir)
+    score_on = "dev" if args.command == "tune" else "eval"
+    for task in tasks:
+        if task.data_files or (task.source and not task.data_subdir and Path(task.hub_id).is_dir()):
+            checked = task.check(data_dir, score_on)
+            rows = ", ".join(f"{role} {n:,}" for role, n in checked["rows"].items())
+            print(f"bench: {task.name}: {len(checked['labels'])} classes, rows {rows}; data checked", file=sys.stderr)
+            for warning in checked["warnings"]:
+                print(f"bench: warning: {task.name}: {warning}", file=sys.stderr)
 
 
 def _settings(args):
     """The grid options every configuration shares (bench/execute/plan.py)."""
     from bench.execute.plan import GridSettings
-    return GridSettings(budget=args.budget, device=args.device, model=args.model,
+    return GridSettings(budget=args.budget, device=args.device, model=args.model, tuned_dir=args.tuned_dir,
                         data_dir=resolve.data_dir(args.data_dir), model_dir=resolve.model_dir(args.model_dir),
                         precision=args.precision, tf32=args.tf32, cpu_matmul=args.cpu_matmul,
                         early_stopping=getattr(args, "early_stopping", None),  # `run` only
@@ -102,7 +138,7 @@ def _mode(args) -> str:
 def cmd_run(args) -> int:
     from bench.execute import plan
     tasks, method_specs, lrs, executor = _common(args)
-    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, args.suite)
+    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suites, args.suite_label)
     settings = _settings(args)
     runs = [plan.configure(task, m, settings, lrs) for task in tasks for m in method_specs]
     from bench.judge import tuning
@@ -148,7 +184,7 @@ def _execute_held(args, tasks, runs: list[dict], out: Path, earlier: list[dict],
                 f"mfu={m.get('train_mfu', float('nan')):.3f}  ({m['wall_time_s']:.0f}s)")
 
     method_names = list(dict.fromkeys(r["method"] for r in runs))
-    print(f"bench: {len(grid.specs)} {'tuning ' if tuning else ''}runs ({args.suite}: "
+    print(f"bench: {len(grid.specs)} {'tuning ' if tuning else ''}runs ({args.suite_label}: "
           f"{', '.join(t.name for t in tasks)} x {', '.join(method_names)} x seeds {','.join(map(str, args.seeds))}), "
           f"budget {args.budget}, results in {out}"
           + (f"; {grid.skip_line()}; {len(grid.todo)} to run" if grid.skipped else ""), file=sys.stderr)
@@ -193,7 +229,7 @@ def cmd_tune(args) -> int:
     from bench.results.identity import run_key
     tasks, method_specs, _, executor = _common(args)
     plan.check_tuning_grid(args.points, args.span)
-    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suite, f"tune-{args.suite}")
+    out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suites, f"tune-{args.suite_label}")
     settings = _settings(args)
     runs, trials = plan.tuning_runs(tasks, method_specs, settings, args.points, args.span)
     stages = {key: {"grid": list(rates.values())} for key, rates in trials.items()}
@@ -239,7 +275,8 @@ def cmd_tune(args) -> int:
         results = {c.method.label: c.entry() for c in choices if c.best is not None}
         if results:
             written = tuning.write(task, args.budget, task.metric, results, args.seeds, args.points, args.span,
-                                   args.argv, model=settings.model, precision=settings.precision)
+                                   args.argv, folder=tuning.folder_of(task, args.tuned_dir), model=settings.model,
+                                   precision=settings.precision)
             print(f"  written: {written}")
     return code
 
@@ -383,8 +420,12 @@ def cmd_recommend(args) -> int:
 
 def _grid_arguments(p: argparse.ArgumentParser) -> None:
     """What `run` and `tune` share: the grid, where it runs and where its results go."""
-    p.add_argument("--suite", required=True)
-    p.add_argument("--tasks", type=_csv, help="comma-separated task names (default: all in the suite)")
+    p.add_argument("--suite", help="a suite name (nlp, vision, smoke) or a suite file (default: the suites of --tasks)")
+    p.add_argument("--tasks", type=_csv, help="comma-separated task names or task files, e.g. my_tickets.yaml "
+                                              "(default: all in the suite)")
+    p.add_argument("--tuned-dir", "--tuned-out", dest="tuned_dir", type=Path,
+                   help="folder of tuned rates that `tune` writes and `run` reads (default: suites/tuned/, or "
+                        "tuned/ beside a task file of your own)")
     p.add_argument("--methods", type=_csv,
                    help="comma-separated method names or method files (default: every method in methods/zoo)")
     p.add_argument("--set", action="append", metavar="METHOD.FIELD=V[,V...]",
@@ -436,7 +477,9 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="show suites, tasks and methods").set_defaults(func=cmd_list)
+    lst = sub.add_parser("list", help="show suites, tasks and methods")
+    lst.add_argument("--tasks", type=_csv, help="also show these task files (comma-separated paths)")
+    lst.set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="run a suite: every task x method x seed")
     _grid_arguments(run)

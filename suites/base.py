@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from bench.core import resolve
 from bench.core.errors import DataError, SkipRun, UsageError
 from bench.results import identity
+from suites import checks
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class LoadedModel:
 
 @dataclass
 class Task:
+    kind = ""  # each kind's name in task files (suites/taskfile.py KINDS)
     name: str
     suite: str
     metric: str  # the headline metric, higher is better
@@ -84,8 +86,17 @@ class Task:
     label_column: str = "label"
     # A caveat every reader of this task's numbers should see; reports print it under the section title.
     note: str = ""
+    # A task file's own data (suites/taskfile.py): split role (train, eval, dev) -> a file, glob or folder, read
+    # with datasets' builders (suites/sources.py) instead of the data dir / Hub pair above.
+    data_files: dict[str, str] = field(default_factory=dict)
+    labels: list[str] | None = None  # declared class names, when the data's own feature carries none
+    source: str = ""  # the task file this task was read from ("" for a task in code)
+    digest: str = ""  # sha256 of what the task file declares (its `note` and `description` left out)
+    tuned_folder: str = ""  # where `bench tune` writes this task's rates ("": suites/tuned/)
 
     def budget(self, name: str) -> Budget:
+        if not self.budgets and self.data_files:  # a task file without budgets: sized from its training split
+            self.budgets = default_budgets(self.kind, self.check(None, "dev")["rows"][self.train_split])
         if name not in self.budgets:
             raise UsageError(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")
         return self.budgets[name]
@@ -109,7 +120,13 @@ class Task:
                f"(never trained on)"
 
     def raw_splits(self, data_dir: Path | None, splits: list[str] | None = None):
-        return resolve.load_splits(data_dir, self.data_subdir, splits or self.splits(), self.hub_id,
+        if self.data_files:
+            from suites import sources
+            ds = sources.load(self.data_files, splits or self.splits())
+            for role, split in ds.items():
+                checks.present(split, self.required_columns(), self._source(data_dir, role))
+            return ds
+        return resolve.load_splits(data_dir if self.data_subdir else None, self.data_subdir, splits or self.splits(), self.hub_id,
                                    self.hub_config, columns=tuple(self.required_columns()), **self.hub_kwargs)
 
     def model_identity(self, ref: str, model_dir: Path | None) -> dict:
@@ -126,7 +143,16 @@ class Task:
 
     def data_identity(self, data_dir: Path | None, score_on: str = "eval") -> dict:
         """The data as a run's configuration records it: each file's hash and row count, or the Hub dataset."""
-        if data_dir is None:
+        if self.data_files:
+            from suites import sources
+            rows = self.check(data_dir, score_on)["rows"]
+            return {role: {**sources.identity_of(self.data_files[role]), "rows": rows[role]}
+                    for role in self.splits(score_on)}
+        if data_dir is None or not self.data_subdir:
+            if Path(self.hub_id).is_dir():  # a dataset folder in the Hub's layout, on this machine
+                from suites import sources
+                return {"folder": sources.identity_of(self.hub_id), "hub_config": self.hub_config,
+                        "rows": self.check(None, score_on)["rows"]}
             return {"hub_id": self.hub_id, "hub_config": self.hub_config, **self.hub_kwargs}
         out = {}
         for split in self.splits(score_on):
@@ -136,6 +162,10 @@ class Task:
         return out
 
     def _source(self, data_dir: Path | None, split: str) -> str:
+        if self.data_files:
+            return f"{self.data_files[split]} (data.{split} of {self.source or self.name})"
+        if data_dir is None or not self.data_subdir:
+            return f"{'dataset folder' if Path(self.hub_id).is_dir() else 'Hub dataset'} {self.hub_id} split {split}"
         return str(data_dir / self.data_subdir / f"{split}.parquet") if data_dir else \
             f"Hub dataset {self.hub_id} split {split}"
 
@@ -143,9 +173,44 @@ class Task:
         """The columns this task reads from every split."""
         return [self.label_column]
 
-    def label_names_of(self, split) -> list[str]:
-        """Class names, read from the data's own features (never a copy in code)."""
-        return list(split.features[self.label_column].names)
+    # The column that holds the classes, and whether it holds one per word (token classification).
+    per_word = False
+
+    def class_column(self) -> str:
+        return self.label_column
+
+    def check_split(self, split, where: str) -> None:
+        """Kind-specific checks of one split's columns (one-line DataError naming `where`)."""
+
+    def labelled(self, ds, data_dir: Path | None):
+        """(ds with class indices, class names): from the training split's ClassLabel feature (never a copy in code),
+        else the task file's `labels`, else the training split's sorted distinct values (suites/checks.py)."""
+        where = {role: self._source(data_dir, role) for role in ds}
+        for role, split in ds.items():
+            checks.not_empty(split, where[role])
+            self.check_split(split, where[role])
+        return checks.labelled(ds, self.class_column(), self.train_split, where, self.labels, self.per_word)
+
+    def check(self, data_dir: Path | None, score_on: str = "eval") -> dict:
+        """Read and check every split a run of this task reads, before any model loads: {"rows": {split: n},
+        "labels": names, "warnings": [...]}. Task files' data is also checked image by image. Memoised per
+        (data dir, score_on) for the life of the process."""
+        key = (str(data_dir), score_on)
+        memo = self.__dict__.setdefault("_checked", {})
+        if key not in memo:
+            ds, names = self.labelled(self.raw_splits(data_dir, self.splits(score_on)), data_dir)
+            if not self.dev_split:
+                checks.dev_carve(len(ds[self.train_split]), self.dev_examples, self._source(data_dir, self.train_split))
+            if self.data_files:
+                for role, split in ds.items():
+                    self.check_deep(split, self._source(data_dir, role))
+            warning = checks.imbalance(ds[self.train_split], self.class_column(), names, self.per_word)
+            memo[key] = {"rows": {role: len(split) for role, split in ds.items()}, "labels": names,
+                         "warnings": [warning] if warning else []}
+        return memo[key]
+
+    def check_deep(self, split, where: str) -> None:
+        """Checks that read every example (images decode, no file twice): task files only, once per grid."""
 
     def head_config(self, label_names: list[str]) -> dict:
         """from_pretrained arguments that give the model a head for these labels, named."""
@@ -154,13 +219,7 @@ class Task:
 
     def load_data(self, data_dir: Path | None, budget: Budget, score_on: str = "eval") -> TaskData:
         """The training split and the scored one (the evaluation split or the dev set), cut to the budget."""
-        ds = self.raw_splits(data_dir, self.splits(score_on))
-        try:
-            label_names = self.label_names_of(ds[self.train_split])
-        except (AttributeError, KeyError, TypeError) as e:
-            raise DataError(f"{self._source(data_dir, self.train_split)}: its label column carries no class names "
-                            f"(expected a datasets ClassLabel feature, found "
-                            f"{ds[self.train_split].features.get(self.required_columns()[-1])})") from e
+        ds, label_names = self.labelled(self.raw_splits(data_dir, self.splits(score_on)), data_dir)
         n = budget.train_examples
         if self.dev_split:
             train, carved = subset(ds[self.train_split], n), None
@@ -278,3 +337,22 @@ def subset(ds, n: int | None, seed: int = 0):
     if n is None or n >= len(ds):
         return ds
     return ds.shuffle(seed=seed).select(range(n))
+
+
+def default_budgets(kind: str, train_rows: int) -> dict[str, Budget]:
+    """Budgets for a file that declares none, from the training split's size: `quick` trains on up to 4,000 rows for
+    at least 100 steps (more epochs on small data, at most 10), `full` on everything for 3 epochs (at least 100
+    steps), `smoke` on 64 rows for seconds."""
+    image = kind == "image-classification"
+    length = 160 if image else 128
+    batch = 32 if image else 16
+    quick_rows = min(train_rows, 4000)
+
+    def epochs(rows: int, at_least: float) -> float:
+        return float(min(10, max(at_least, math.ceil(100 * batch / max(rows, 1)))))
+    return {"smoke": Budget(train_examples=min(64, train_rows), batch_size=16, max_length=64 if not image else 96,
+                            eval_examples=64, latency_samples=5, untimed_steps=1, log_every=1),
+            "quick": Budget(train_examples=quick_rows, epochs=epochs(quick_rows, 1), batch_size=batch,
+                            max_length=length, latency_samples=50),
+            "full": Budget(train_examples=None, epochs=epochs(train_rows, 3), batch_size=batch, max_length=length,
+                           latency_samples=100)}

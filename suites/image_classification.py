@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from suites import checks
 from suites.base import Batch, Budget, LoadedModel, Task
 from suites.text_classification import TextClassificationTask
 
@@ -91,10 +92,14 @@ def is_batchnorm(module: torch.nn.Module) -> bool:
 
 @dataclass
 class ImageClassificationTask(Task):
+    kind = "image-classification"
     image_column: str = "image"
 
     def required_columns(self) -> list[str]:
         return [self.image_column, self.label_column]
+
+    def check_deep(self, split, where: str) -> None:
+        checks.images(split, self.image_column, where)
 
     def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
         # A new head for our classes: the checkpoint's 1001-way ImageNet head does not fit.

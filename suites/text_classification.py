@@ -3,16 +3,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from suites import checks
 from suites.base import Batch, Budget, LoadedModel, Task, to_device
 
 
 @dataclass
 class TextClassificationTask(Task):
+    kind = "text-classification"
     text_column: str = "sentence"
     peft_task_type: str = "SEQ_CLS"  # what peft's prompt-based methods need to know
 
+    text_pair_column: str | None = None  # the second text of a pair task (premise/hypothesis, query/passage)
+
     def required_columns(self) -> list[str]:
-        return [self.text_column, self.label_column]
+        return [self.text_column] + ([self.text_pair_column] if self.text_pair_column else []) + [self.label_column]
+
+    def check_split(self, split, where: str) -> None:
+        for column in self.required_columns()[:-1]:
+            checks.text(split, column, where)
 
     def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -24,10 +32,11 @@ class TextClassificationTask(Task):
         from bench.core.cache import cached
 
         def build() -> list[dict]:
-            enc = tokenizer(list(ds[self.text_column]), truncation=True, max_length=budget.max_length)
+            pair = [list(ds[self.text_pair_column])] if self.text_pair_column else []
+            enc = tokenizer(list(ds[self.text_column]), *pair, truncation=True, max_length=budget.max_length)
             return [{"input_ids": ids, "attention_mask": mask, "labels": label} for ids, mask, label
                     in zip(enc["input_ids"], enc["attention_mask"], list(ds[self.label_column]))]
-        params = {"encode": "text-v1", "columns": [self.text_column, self.label_column],
+        params = {"encode": "text-v1", "columns": self.required_columns(),
                   "max_length": budget.max_length}
         return cached(ds, tokenizer, params, build, f"{len(ds)} {'train' if train else 'eval'} sentences")
 

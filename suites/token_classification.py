@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from suites import checks
 from suites.base import Batch, Budget, LoadedModel, Task, to_device, token_logits
 
 IGNORE = -100  # label of padding and of non-first word pieces (cross-entropy's ignore_index)
@@ -67,6 +68,7 @@ def words_without_piece(word_index: list[int], n_words: int) -> tuple[int, int]:
 
 @dataclass
 class TokenClassificationTask(Task):
+    kind = "token-classification"
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
     peft_task_type: str = "TOKEN_CLS"  # what peft's prompt-based methods need to know
@@ -74,9 +76,13 @@ class TokenClassificationTask(Task):
     def required_columns(self) -> list[str]:
         return [self.tokens_column, self.tags_column]
 
-    def label_names_of(self, split) -> list[str]:
-        # The tag names (and so the IOB2 scheme) come from the data's own features, never a copy here.
-        return list(split.features[self.tags_column].feature.names)
+    per_word = True  # the tag names (and so the tag scheme) come from the data, never a copy here
+
+    def class_column(self) -> str:
+        return self.tags_column
+
+    def check_split(self, split, where: str) -> None:
+        checks.word_lists(split, self.tokens_column, self.tags_column, where)
 
     def load_model(self, path: str, label_names: list[str], **load_kwargs) -> LoadedModel:
         from transformers import AutoModelForTokenClassification, AutoTokenizer

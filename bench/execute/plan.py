@@ -45,6 +45,7 @@ class GridSettings:
     cpu_matmul: str = "default"
     early_stopping: int | None = None  # patience; None: off, so every method trains the same budget
     eval_every: int | None = None
+    tuned_dir: Path | None = None  # where tuned rates are read (None: each task's own folder, judge/tuning.py)
 
 
 def configure(task, method, settings: GridSettings, lrs: dict[str, float] | None = None,
@@ -53,7 +54,7 @@ def configure(task, method, settings: GridSettings, lrs: dict[str, float] | None
     (bench/judge/tuning.py `learning_rate`), its config id. `lrs` holds the --lr rates (method label or name,
     or "*" for every method); `score_on="dev"` makes a tuning trial."""
     lr, source = tuning.learning_rate(task, method, settings.budget, lrs or {}, score_on, settings.model,
-                                      settings.precision)
+                                      settings.precision, settings.tuned_dir)
     precision.check(settings.precision, settings.tf32)
     cpu_matmul.check(settings.cpu_matmul)
     config = run_config(task, method, lr, settings.budget, settings.model, settings.model_dir, settings.data_dir,
@@ -64,7 +65,8 @@ def configure(task, method, settings: GridSettings, lrs: dict[str, float] | None
             raise UsageError(f"bad --early-stopping {stopping} / --eval-every {every} (expected >= 1)")
         config["early_stopping"] = {"patience": stopping, "eval_every": every}
     data_dir, model_dir = settings.data_dir, settings.model_dir
-    return dict(suite=task.suite, task=task.name, method=method.label, method_spec=dataclasses.asdict(method),
+    return dict(suite=task.suite, task=task.name, task_file=task.source or None, method=method.label,
+                method_spec=dataclasses.asdict(method),
                 lr=lr, lr_source=source, budget=settings.budget, model=settings.model, device=settings.device,
                 default_model=task.default_model, data_dir=str(data_dir) if data_dir else None,
                 model_dir=str(model_dir) if model_dir else None, config=config, config_id=config_id(config),
@@ -95,17 +97,19 @@ def tuning_runs(tasks, methods, settings: GridSettings, points: int, span: float
     return runs, trials
 
 
-def results_folder(out: Path | None, resume: bool, suite: str, kind: str, default_out: Path = DEFAULT_OUT
+def results_folder(out: Path | None, resume: bool, suite: str | set[str], kind: str, default_out: Path = DEFAULT_OUT
                    ) -> tuple[Path, list[dict], str]:
-    """(results folder, the newest earlier record of each of the suite's runs in it, invocation id). `kind` names a
-    new folder (the suite, or tune-<suite>); --resume without a folder takes the newest one of that kind."""
+    """(results folder, the newest earlier record of each of the suite's runs in it, invocation id). `suite`: the
+    suite, or the suites of a grid's tasks; `kind` names a new folder (the suite, or tune-<suite>); --resume without
+    a folder takes the newest one of that kind."""
+    suites = {suite} if isinstance(suite, str) else set(suite)
     from bench.execute.runner import new_invocation_id
     if out is None and resume:
-        out = latest_folder(default_out, suite, tuning=kind.startswith("tune-"))
+        out = latest_folder(default_out, suites, tuning=kind.startswith("tune-"))
         if out is None:
             raise UsageError(f"--resume: no results folder of suite {kind!r} under {str(default_out)!r} "
                              f"(pass --out FOLDER)")
-    earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") == suite] if out else []
+    earlier = [r for r in latest_runs(ResultStore(out).records()) if r.get("suite") in suites] if out else []
     # A folder is one invocation: resuming it keeps its id, so history and `bench compare` see one grid.
     invocation = earlier[-1]["invocation"] if earlier and earlier[-1].get("invocation") else new_invocation_id()
     return Path(out or default_out / f"{invocation}-{kind}"), earlier, invocation

@@ -37,7 +37,7 @@ from bench.results.predictions import save as save_predictions
 from methods import SkipRun, build
 from methods.base import Method, RunContext, count_params, head_names
 from methods.spec import MethodSpec
-from suites import get_task
+from suites import checks, task_of
 from suites.base import Budget, Task, TaskData, to_device
 
 
@@ -180,12 +180,13 @@ def prepare(spec: dict, record: dict) -> Setting:
 def load(spec: dict, record: dict, setting: Setting, checkpoint) -> tuple[Loaded, torch.nn.Module]:
     """The task, the method, the data (cut to the budget), the model and the encoded examples."""
     seed_everything(spec["seed"])
-    task = get_task(spec["suite"], spec["task"])
+    task = task_of(spec)
     method = faults.wrap(build(MethodSpec(**spec["method_spec"])))  # the method itself unless a test injects faults
     budget = task.budget(spec["budget"])
     record["config"] = spec.get("config", {})
     # What a reader of the record needs without the suite registry: the headline metric and the task's caveat.
-    record["info"]["task"] = {"metric": task.metric, "note": task.note}
+    record["info"]["task"] = {"metric": task.metric, "note": task.note, "kind": task.kind,
+                              **({"file": task.source} if task.source else {})}
     record["info"]["lr_source"] = spec.get("lr_source")
     ref = spec.get("model") or task.default_model
     record["model"] = ref
@@ -194,6 +195,10 @@ def load(spec: dict, record: dict, setting: Setting, checkpoint) -> tuple[Loaded
 
     score_on = spec.get("score_on", "eval")  # "dev" for tuning trials: the evaluation split is never opened
     data = task.load_data(_folder(spec, "data_dir"), budget, score_on)
+    warning = checks.imbalance(data.train, task.class_column(), data.label_names, task.per_word)
+    if warning:  # the report prints it beside the task's caveat
+        record["info"]["task"]["warnings"] = [warning]
+        print(f"warning: {task.name}: {warning}", file=sys.stderr)
     record["info"]["scored_on"] = task.dev_description(len(data.scored)) if score_on == "dev" else \
         f"the {task.eval_split} split ({len(data.scored)} examples)"
     steps = budget.steps(len(data.train))
@@ -286,7 +291,8 @@ def evaluate(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> Evalua
     t0 = time.perf_counter()
     predictions, extra = task.predict(forward, batches, setting.device, loaded.data.label_names)
     seconds = time.perf_counter() - t0
-    return Evaluated(predictions, {**task.score(predictions), **extra}, seconds, batches, forward.examples_per_s())
+    scores = task.score({**predictions, "classes": loaded.data.label_names})  # per-class figures by name
+    return Evaluated(predictions, {**scores, **extra}, seconds, batches, forward.examples_per_s())
 
 
 def record_evaluation(spec: dict, record: dict, loaded: Loaded, evaluated: Evaluated) -> None:
@@ -358,7 +364,7 @@ class EarlyStopping:
             return False
         model.eval()
         predictions, _ = self.task.predict(model, self.batches, self.device, self.dev.label_names)
-        score = self.task.score(predictions)[self.task.metric]
+        score = self.task.score({**predictions, "classes": self.dev.label_names})[self.task.metric]
         self.curve.append((step, score))
         if score > self.best:
             self.best, self.best_step, self.since_best = score, step, 0

@@ -83,10 +83,16 @@ def load(task: str, budget: str, folder: Path | None = None) -> dict:
     return data
 
 
-def tuned_entry(task: str, budget: str, method) -> dict | None:
+def folder_of(task, override: Path | None = None) -> Path:
+    """Where a task's tuned rates live: --tuned-dir, else beside a user's task file (<its folder>/tuned/), else
+    $BENCH_TUNED_DIR or suites/tuned/."""
+    return Path(override) if override else Path(task.tuned_folder) if getattr(task, "tuned_folder", "") else tuned_dir()
+
+
+def tuned_entry(task: str, budget: str, method, folder: Path | None = None) -> dict | None:
     """The tuned file's entry for `method` (a MethodSpec) on a task and budget, if it holds one for the method as
     declared now (None otherwise)."""
-    entry = load(task, budget).get("methods", {}).get(method.label)
+    entry = load(task, budget, folder).get("methods", {}).get(method.label)
     return entry if entry and entry.get("method_digest") == method_digest(method) else None
 
 
@@ -96,7 +102,7 @@ def tuned_for(model: str | None, precision: str | None) -> str:
 
 
 def learning_rate(task, method, budget: str, lrs: dict[str, float], score_on: str = "eval", model: str | None = None,
-                  precision: str = "fp32") -> tuple[float, str]:
+                  precision: str = "fp32", folder: Path | None = None) -> tuple[float, str]:
     """A configuration's learning rate and where it came from.
 
     --lr (`lrs`: by method label, else name, else "*" for all), else --set METHOD.lr (a grid point when tuning),
@@ -104,7 +110,7 @@ def learning_rate(task, method, budget: str, lrs: dict[str, float], score_on: st
     and precision, else a rate the task itself needs (the smoke tasks' random models), else the method file's.
     A tuned rate for another model or precision is not used: the source says so ("method file (tuned for M, P;
     this run: M2, P2)"). Tuning trials (`score_on="dev"`) never read a tuned file."""
-    entry = tuned_entry(task.name, budget, method) if score_on == "eval" else None  # a broken file fails every run
+    entry = tuned_entry(task.name, budget, method, folder_of(task, folder)) if score_on == "eval" else None  # a broken file fails every run
     if method.label in lrs or method.name in lrs or "*" in lrs:
         return lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
     if "lr" in method.overrides:
@@ -125,11 +131,12 @@ def tuned_elsewhere(lr_source: str) -> bool:
     return "(tuned for " in lr_source
 
 
-def retune_command(suite: str, tasks: list[str], methods: list[str], budget: str, model: str | None,
+def retune_command(suite: str | None, tasks: list[str], methods: list[str], budget: str, model: str | None,
                    precision: str, sets: list[str] | None = None, seeds: list[int] | None = None) -> str:
-    """The `python -m bench tune` that tunes `methods` on `tasks` for this model and precision."""
-    argv = ["python", "-m", "bench", "tune", "--suite", suite, "--tasks", ",".join(tasks), "--budget", budget,
-            "--methods", ",".join(methods)]
+    """The `python -m bench tune` that tunes `methods` on `tasks` (names, or task files) for this model and
+    precision."""
+    argv = ["python", "-m", "bench", "tune"] + (["--suite", suite] if suite else []) + [
+        "--tasks", ",".join(tasks), "--budget", budget, "--methods", ",".join(methods)]
     argv += ["--model", model] if model else []
     argv += ["--precision", precision] if precision != "fp32" else []
     for item in sets or []:
@@ -139,14 +146,15 @@ def retune_command(suite: str, tasks: list[str], methods: list[str], budget: str
     return shlex.join(argv)
 
 
-def retune_hint(runs: list[dict], suite: str, budget: str, model: str | None, precision: str,
+def retune_hint(runs: list[dict], suite: str | None, budget: str, model: str | None, precision: str,
                 sets: list[str] | None = None, seeds: list[int] | None = None) -> str | None:
     """One line for `bench run` when some configurations have a tuned rate only for another model or precision:
     which, and the command that tunes them for this run (None when there are none)."""
     off = [r for r in runs if tuned_elsewhere(r.get("lr_source") or "")]
     if not off:
         return None
-    tasks = list(dict.fromkeys(r["task"] for r in off))
+    tasks = list(dict.fromkeys(in_project(r["task_file"]) or r["task_file"] if r.get("task_file") and not suite
+                               else r["task"] for r in off))
     names = list(dict.fromkeys(r["method_spec"]["name"] for r in off))
     return (f"{len(off)} configuration(s) ({', '.join(dict.fromkeys(r['method'] for r in off))}) have tuned rates "
             f"only for another model or precision and use their method file's rate; tune them for this run with: "

@@ -36,6 +36,8 @@ def run_config(task, method, lr: float, budget: str, model_ref: str | None, mode
     extra = {"scored_on": "dev"} if score_on == "dev" else {}  # tuning trials: never the same run as `bench run`
     # untimed_steps under its first name, warmup_steps: the config id hashes the key, and ids must not change
     fields = {("warmup_steps" if k == "untimed_steps" else k): v for k, v in dataclasses.asdict(task.budget(budget)).items()}
+    # A task file's declarations (its caveat aside) are part of the configuration: an edited task is a new one.
+    extra.update({"task_file": task.digest} if getattr(task, "digest", "") else {})
     return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(), "lr": lr, "budget":
             {"name": budget, **fields},
             "model": task.model_identity(model_ref or task.default_model, model_dir),

@@ -111,12 +111,12 @@ class ResultStore:
         return out
 
 
-def latest_folder(root: str | os.PathLike, suite: str | None = None, tuning: bool = False) -> Path | None:
+def latest_folder(root: str | os.PathLike, suite: str | set[str] | None = None, tuning: bool = False) -> Path | None:
     """The most recently written results folder under `root`; with `suite`, the newest holding runs of it (for
     `--resume`): with `tuning`, tuning trials (scored on the dev split), else runs scored on the evaluation split."""
     folders = sorted((p.parent for p in Path(root).glob(f"*/{RESULTS_FILE}")), key=lambda p: p.stat().st_mtime)
     for folder in reversed(folders):
-        if suite is None or any(r.get("suite") == suite and ((r.get("config") or {}).get("scored_on") == "dev")
+        if suite is None or any(r.get("suite") in ({suite} if isinstance(suite, str) else suite) and ((r.get("config") or {}).get("scored_on") == "dev")
                                 == tuning for r in ResultStore(folder).records(warn=False)):
             return folder
     return None
