@@ -341,7 +341,9 @@ def cmd_history(args) -> int:
     metric = args.metric
     if metric is None:  # each task's headline metric
         from suites import SUITES
-        metric = sorted({t.metric for suite, ts in SUITES.items() if args.suite in (None, suite) for t in ts})
+        from suites.taskfile import METRICS  # a suite of your own: any headline a task file may declare
+        metric = sorted({t.metric for t in SUITES[args.suite]} if args.suite in SUITES else
+                        {m for ms in METRICS.values() for m in ms})
     frame = trends.trends(db, suite=args.suite, task=args.task, method=args.method, metric=metric)
     if frame.empty:
         print(f"no runs in {db} match these filters")

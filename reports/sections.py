@@ -233,9 +233,15 @@ def _section(key: dict, records: list[dict]) -> Section:
         if versus:  # every method tied with the best is highlighted, not only the raw maximum
             best[metric] = {m for m, c in versus.items() if c.tied}
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best, env=environment(key, records),
-                   note=" ".join(filter(None, [info.get("note"), _unpooled_note(unpooled),
+                   note=" ".join(filter(None, [info.get("note"), _data_warnings(records), _unpooled_note(unpooled),
                                                _contended_note(rows)])), ties=versus,
                    intervals=intervals)
+
+
+def _data_warnings(records: list[dict]) -> str:
+    """What the runs warned of their training data (a class imbalance beyond 10:1, suites/checks.py), once each."""
+    seen = dict.fromkeys(w for r in records for w in ((r.get("info") or {}).get("task") or {}).get("warnings", []))
+    return " ".join(f"Data warning: {w}." for w in seen)
 
 
 def _unpooled_note(methods: list[str]) -> str:
