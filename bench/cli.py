@@ -420,6 +420,14 @@ def cmd_recommend(args) -> int:
     return code
 
 
+def cmd_task_new(args) -> int:
+    """A starter task file from a look at the data: says each guess, writes the file, checks it loads and its data
+    passes the checks `run` makes, and prints the command to run it (suites/starter.py)."""
+    from suites import starter
+    starter.new(args.data, out=args.out, name=args.name, model=args.model, force=args.force)
+    return 0
+
+
 def _grid_arguments(p: argparse.ArgumentParser) -> None:
     """What `run` and `tune` share: the grid, where it runs and where its results go."""
     p.add_argument("--suite", help="a suite name (nlp, vision, smoke) or a suite file (default: the suites of --tasks)")
@@ -569,6 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
     recm.add_argument("--results", nargs="+", type=Path, metavar="FOLDER", help="results folders instead of the history")
     recm.add_argument("--db", type=Path, help=db_help)
     recm.set_defaults(func=cmd_recommend)
+
+    task = sub.add_parser("task", help="task files: `task new` writes one for your data")
+    task_sub = task.add_subparsers(dest="task_command", required=True)
+    task_new = task_sub.add_parser("new", help="look at a data file, folder or Hub dataset, guess the kind and "
+                                               "columns, and write a task file to edit and run")
+    task_new.add_argument("--data", required=True, metavar="PATH_OR_HUB_ID",
+                          help="a training file (CSV, TSV, JSON/JSONL, Parquet; its test/validation sibling is found "
+                               "beside it), a folder of split files or of images (train/ and test/, one subfolder "
+                               "per class), or a Hub dataset id")
+    task_new.add_argument("--out", help="task file to write (default: <name>.yaml beside the data; for a Hub id, in "
+                                        "the working folder)")
+    task_new.add_argument("--name", help="the task's name (default: the data file's or folder's name)")
+    task_new.add_argument("--model", help="the task's model, a Hub id or a folder (default: MiniLM for text and "
+                                          "tokens, MobileNetV2 for images)")
+    task_new.add_argument("--force", action="store_true", help="overwrite an existing task file")
+    task_new.set_defaults(func=cmd_task_new)
     return parser
 
 
