@@ -51,16 +51,31 @@ def load(files: dict[str, str], roles: list[str]):
         builder = builder_of(source, role)
         kwargs = {"delimiter": "\t"} if builder == "csv" and all(p.suffix.lower() == ".tsv"
                                                                    for p in files_of(source)) else {}
-        if builder == "imagefolder":
-            kwargs["data_dir"] = source  # class names come from the subfolders, the same for every split
+        if builder == "imagefolder":  # class names come from the subfolders, the same for every split; one class
+            _class_folders(source, role)  # is a label too (the check says a classifier needs 2)
+            kwargs.update(data_dir=source, drop_labels=False)
         else:
             kwargs["data_files"] = [str(p) for p in files_of(source)]
         try:
             out[role] = datasets.load_dataset(builder, split="train", **kwargs)
         except Exception as e:  # a malformed row, a bad encoding: name the split's source
+            if "corresponds to no data" in str(e) or all(p.stat().st_size == 0 for p in files_of(source)):
+                raise DataError(f"data.{role}: {source} holds no rows: the split is empty (expected at least one "
+                                f"row)") from e  # datasets' own words: 'Instruction "train" corresponds to no data'
             raise DataError(f"data.{role}: could not read {source} with datasets' {builder} builder "
                             f"({type(e).__name__}: {_first_line(e)})") from e
     return datasets.DatasetDict(out)
+
+
+def _class_folders(source: str, role: str) -> None:
+    """Every image of a folder split sits in a class subfolder (one level down), unless a metadata file labels them."""
+    files = files_of(source)
+    if any(p.stem == "metadata" for p in files):
+        return
+    odd = next((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and len(p.relative_to(source).parts) != 2), None)
+    if odd is not None:
+        raise DataError(f"data.{role}: {odd} is not in a class folder of {source} (expected {source}/<class>/<image>, "
+                        f"one subfolder per class)")
 
 
 def identity_of(source: str) -> dict:
