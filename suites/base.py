@@ -95,7 +95,7 @@ class Task:
     tuned_folder: str = ""  # where `bench tune` writes this task's rates ("": suites/tuned/)
 
     def budget(self, name: str) -> Budget:
-        if not self.budgets and self.data_files:  # a task file without budgets: sized from its training split
+        if not self.budgets and self.source:  # a task file without budgets: sized from its training split
             self.budgets = default_budgets(self.kind, self.check(None, "dev")["rows"][self.train_split])
         if name not in self.budgets:
             raise UsageError(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")

@@ -79,6 +79,9 @@ def labelled(ds, column: str, train: str, where: dict[str, str], declared: list[
         f = split.features[column]
         f = _inner(f) if per_word else f
         if isinstance(f, datasets.ClassLabel) and list(f.names) == names:
+            if not per_word and min(split[column]) < 0:  # GLUE-style test splits: labels withheld as -1
+                raise DataError(f"{where[role]}: column {column!r} holds -1 (labels withheld, as in GLUE's test "
+                                f"splits); expected a labelled split: evaluate on another one")
             out[role] = split  # already what the kinds read: untouched
             continue
         index = _index(f, names, declared is not None and not isinstance(inner, datasets.ClassLabel))
@@ -189,7 +192,9 @@ def _index(feature, names: list[str], declared_ints: bool):
         return lambda v: lookup.get(v)
 
     def index(v):
-        if isinstance(v, bool) or not isinstance(v, (int, str, float)):
+        if isinstance(v, bool):  # true/false labels: their names are "False" and "True"
+            return lookup.get(str(v))
+        if not isinstance(v, (int, str, float)):
             return None
         if declared_ints and isinstance(v, int):  # declared names for integer labels: the integer is the index
             return v if 0 <= v < len(names) else None

@@ -20,9 +20,16 @@ FORMATS = "CSV, TSV, JSON/JSONL, Parquet, or a folder of images with one subfold
 def files_of(source: str) -> list[Path]:
     """The files a split's source names: itself, a glob's matches, or every file under a folder."""
     path = Path(source)
+    if path.is_file():  # before any glob: a name may hold glob characters ([1])
+        return [path]
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and not notes(p))
+    return sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file() and not notes(Path(p)))
+
+
+def notes(path: Path) -> bool:
+    """A README, licence or other text file beside the data, which no builder reads."""
+    return path.suffix.lower() in (".md", ".txt", ".rst") or path.stem.upper() in ("README", "LICENSE", "LICENCE")
 
 
 def builder_of(source: str, role: str) -> str:

@@ -458,10 +458,10 @@ def _label_by_feature(ds, guess: Guess) -> str | None:
     named = _by_name([c for c, f in ds.features.items() if _is_scalar(f)], LABEL_NAMES)
     if named:
         return _set_label(ds, named, "named like a label", guess)
-    true_false = _by_name([c for c, f in ds.features.items() if getattr(f, "dtype", None) == "bool"], LABEL_NAMES)
+    flags = [c for c, f in ds.features.items() if getattr(f, "dtype", None) == "bool"]
+    true_false = _by_name(flags, LABEL_NAMES) or (flags[0] if flags else None)
     if true_false:
-        raise DataError(f"column {true_false!r} holds true/false: the data checks read classes as strings or whole "
-                        f"numbers (write them as \"yes\"/\"no\" or 1/0)")
+        return _set_label(ds, true_false, "true/false values: the classes are False and True", guess)
     return None
 
 

@@ -114,7 +114,11 @@ def from_dict(data: dict, path: Path, suite: str | None = None) -> Task:
     if "dev_examples" in data:
         fields["dev_examples"] = _positive_int(data["dev_examples"], f"{where}: dev_examples")
     if "lr_overrides" in data:
-        fields["lr_overrides"] = {str(k): float(v) for k, v in (data["lr_overrides"] or {}).items()}
+        rates = data["lr_overrides"] or {}
+        bad = {k: v for k, v in rates.items() if not _number(v) or v <= 0} if isinstance(rates, dict) else rates
+        if bad:
+            raise UsageError(f"{where}: lr_overrides must map method names to rates > 0, got {bad!r}")
+        fields["lr_overrides"] = {str(k): float(v) for k, v in rates.items()}
     fields["budgets"] = _budgets(data.get("budgets"), where)
     fields["tuned_folder"] = "" if _shipped(path) else str(path.resolve().parent / "tuned")
     return kind_class(kind)(**fields)  # no budgets: derived from the data's size on first use (Task.budget)
@@ -124,7 +128,7 @@ def _model(ref: str, path: Path) -> str:
     """A model folder relative to the task file is resolved against it; anything else is a Hub id or a name under
     the models dir, as --model takes it."""
     beside = (path.parent / ref).expanduser()
-    return str(beside.resolve()) if (ref.startswith(".") or "/" in ref) and beside.is_dir() else ref
+    return str(beside.resolve()) if beside.is_dir() else ref
 
 
 def _columns(kind: str, columns: dict, where: str) -> dict:
@@ -193,12 +197,26 @@ def _budgets(budgets, where: str) -> dict[str, Budget]:
     for name, settings in budgets.items():
         if name not in BUDGETS:
             raise UsageError(f"{where}: unknown budget {name!r} (valid: {', '.join(BUDGETS)})")
+        if settings is not None and not isinstance(settings, dict):
+            raise UsageError(f"{where}: budgets.{name} must map fields to values (valid: {', '.join(BUDGET_FIELDS)}), "
+                             f"got {settings!r}")
         unknown = sorted(set(settings or {}) - set(BUDGET_FIELDS))
         if unknown:
             raise UsageError(f"{where}: budgets.{name}: unknown field(s) {', '.join(unknown)} "
                              f"(valid: {', '.join(BUDGET_FIELDS)})")
+        for field, value in (settings or {}).items():
+            nullable = field in ("train_examples", "eval_examples")
+            if not (value is None and nullable) and (not _number(value) or value <= 0
+                                                     or (field != "epochs" and not isinstance(value, int))):
+                raise UsageError(f"{where}: budgets.{name}.{field} must be a "
+                                 f"{'number' if field == 'epochs' else 'whole number'} > 0"
+                                 f"{' or null (all)' if nullable else ''}, got {value!r}")
         out[name] = Budget(**(settings or {}))
     return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _positive_int(value, what: str) -> int:

@@ -247,8 +247,6 @@ def test_hub_style_parquet_folder_task_runs(user_tasks, user_grid):
     assert "reviews: 2 classes, rows train 120, test 40" in user_grid[1].stderr
 
 
-@pytest.mark.xfail(strict=True, reason="suites/base.py Task.budget derives budgets only for a task with data_files, "
-                                       "not for a task file whose data is a Hub dataset or a folder in its layout")
 def test_a_hub_folder_task_derives_budgets(user_tasks, tmp_path):
     from suites import find_tasks
     task = tmp_path / "reviews.yaml"
