@@ -105,3 +105,28 @@ def test_derived_budgets_grow_epochs_on_small_data_and_cap_them():
     assert small["quick"].train_examples == 300 and small["quick"].steps(300) >= 100
     assert large["quick"].train_examples == 4000 and large["quick"].epochs == 1
     assert default_budgets("text-classification", 10)["quick"].epochs == 10  # capped
+
+
+def test_a_suite_file_lists_task_files_and_names_the_suite(tmp_path):
+    from suites import find_tasks, get_suite
+    write(tmp_path, "a.yaml", "kind: text-classification\ndata: {train: a.csv, eval: b.csv}\nmodel: m\n")
+    write(tmp_path, "b.yaml", "name: bee\nkind: token-classification\ndata: {train: a.jsonl, eval: b.jsonl}\nmodel: m\n")
+    suite = write(tmp_path, "support.yaml", "description: ours\ntasks: [a.yaml, b.yaml]\n")
+    tasks = get_suite(str(suite))
+    assert [(t.name, t.suite, t.kind) for t in tasks] == [("a", "support", "text-classification"),
+                                                          ("bee", "support", "token-classification")]
+    assert [t.name for t in find_tasks(["bee"], str(suite))] == ["bee"]
+    mixed = find_tasks([str(tmp_path / "a.yaml"), "sst2"], None)
+    assert [(t.name, t.suite) for t in mixed] == [("a", "custom"), ("sst2", "nlp")]
+    write(tmp_path, "bad.yaml", "tasks: [nope]\n")
+    with pytest.raises(UsageError, match="unknown task 'nope'"):
+        get_suite(str(tmp_path / "bad.yaml"))
+
+
+def test_bench_list_shows_task_files_given_on_the_command_line(tmp_path, capsys):
+    from bench.cli import main
+    write(tmp_path, "tickets.yaml", "kind: text-classification\ndata: {train: a.csv, eval: b.csv}\nmodel: m\n"
+                                    "metric: macro_f1\n")
+    assert main(["list", "--tasks", str(tmp_path / "tickets.yaml")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if " tickets " in x)
+    assert "custom" in line and "metric=macro_f1" in line and "derived from the data's size" in line
