@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from suites import smoke, smoke_ner, smoke_vision, taskfile
+from suites import smoke, smoke_llm, smoke_ner, smoke_vision, taskfile
 from suites.base import Budget, Task
 
 HERE = Path(__file__).resolve().parent
-CODE_TASKS: dict[str, Task] = {t.name: t for t in smoke.TASKS + [smoke_ner.TASK, smoke_vision.TASK]}
+CODE_TASKS: dict[str, Task] = {t.name: t for t in smoke.TASKS + [smoke_ner.TASK, smoke_vision.TASK] + smoke_llm.TASKS}
 BUDGETS = ["smoke", "quick", "full"]
 SUITE_FIELDS = ("description", "tasks")
 
@@ -46,8 +46,10 @@ def load_suite(path: Path) -> list[Task]:
     return tasks
 
 
-SUITES: dict[str, list[Task]] = {p.stem: load_suite(p) for p in sorted(HERE.glob("*.yaml"),
-                                                                         key=lambda p: (p.stem == "smoke", p.stem))}
+ORDER = ("nlp", "vision", "llm")  # as `bench list` shows them; other suites follow by name, smoke last
+SUITES: dict[str, list[Task]] = {p.stem: load_suite(p) for p in sorted(
+    HERE.glob("*.yaml"), key=lambda p: (p.stem.startswith("smoke"), ORDER.index(p.stem) if p.stem in ORDER else 9,
+                                        p.stem))}
 
 
 def get_suite(name: str) -> list[Task]:

@@ -138,6 +138,10 @@ class Task:
             return {"ref": ref, "unresolved": str(e)}
         if not path.is_dir():
             return {"ref": ref, "hub_revision": "main"}
+        if (path / "gguf.json").is_file():  # converted from a GGUF file: that file is the identity
+            import json
+            made = json.loads((path / "gguf.json").read_text())
+            return {"ref": ref, "gguf_sha256": made["sha256"], "dequantised_from": made["file_type"]}
         weights = sorted(p for pattern in resolve.WEIGHT_FILES for p in path.glob(pattern))
         return {"ref": ref, "weights_sha256": {p.name: identity.file_sha256(p) for p in weights}}
 

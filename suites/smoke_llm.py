@@ -8,10 +8,13 @@ input and output embeddings are tied, as in SmolLM2, so every method meets the a
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.cache import cache_root
 from suites import smoke, smoke_ner
+from suites.base import Budget
+from suites.causal_lm import CausalLMTask
 
 TINY_LLAMA = "smoke:tiny-llama"
 NAME = "tiny-llama-v1"
@@ -60,3 +63,43 @@ def tiny_llama_dir() -> Path:
     except OSError:
         pass
     return folder
+
+
+@dataclass
+class SmokeGenTask(CausalLMTask):
+    """A generation task on the smoke suites' generated data, answered by the tiny Llama."""
+
+    made: str = "sentiment"  # which generated data: sentiment sentences or NER sentences
+
+    def resolve_model(self, ref, model_dir):
+        return str(tiny_llama_dir()) if ref == TINY_LLAMA else super().resolve_model(ref, model_dir)
+
+    def model_identity(self, ref, model_dir):
+        return {"ref": ref, "built": NAME} if ref == TINY_LLAMA else super().model_identity(ref, model_dir)
+
+    def data_identity(self, data_dir, score_on="eval"):
+        return {"generated": f"{self.made}: train (seed 1) / test (seed 2) / dev (seed 3)"}
+
+    def raw_splits(self, data_dir, splits=None):
+        import datasets
+        make = (lambda n, seed: smoke.sentiment_data(n, seed)) if self.made == "sentiment" else \
+            (lambda n, seed: smoke_ner.ner_data(n, seed, with_long=False))
+        sizes = {"train": (128, 1), "test": (32, 2), "dev": (32, 3)}
+        return datasets.DatasetDict({s: make(*sizes[s]) for s in splits or self.splits()})
+
+    def general_texts(self, data_dir) -> list[str]:
+        return [" ".join(r) for r in smoke_ner.ner_data(16, seed=4, with_long=False)["tokens"]]
+
+
+SMOKE_GEN_BUDGET = Budget(batch_size=8, epochs=2, max_length=48, eval_batch_size=16, latency_samples=3,
+                          untimed_steps=1, log_every=2)
+COMMON = dict(suite="smoke-llm", default_model=TINY_LLAMA, eval_split="test", dev_split="dev",
+              budgets={"smoke": SMOKE_GEN_BUDGET, "quick": SMOKE_GEN_BUDGET, "full": SMOKE_GEN_BUDGET},
+              lr_overrides={"full": 1e-2}, forgetting={"column": "tokens", "examples": 16})
+SENTIMENT_GEN = SmokeGenTask(name="sentiment-gen", metric="accuracy", text_column="sentence",
+                             prompt="review: {text}\nsentiment:", answer=" {answer}", max_new_tokens=2,
+                             made="sentiment", **COMMON)
+NER_GEN = SmokeGenTask(name="ner-gen", metric="span_f1", tokens_column="tokens", tags_column="ner_tags",
+                       prompt="sentence: {sentence}\nentities:", answer=" {answer}", max_new_tokens=12, made="ner",
+                       **COMMON)
+TASKS = [SENTIMENT_GEN, NER_GEN]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from bench.core.errors import UsageError
@@ -36,15 +37,21 @@ from suites.base import Budget, Task
 
 FIELDS = ("name", "kind", "description", "data", "columns", "labels", "dev_examples", "metric", "model",
           "model_local", "budgets", "lr_overrides", "note", "suite")
-KINDS = ("text-classification", "token-classification", "image-classification")
+# causal-lm only (suites/causal_lm.py): how a row becomes a prompt and an answer, and the general text of `forgetting`
+GENERATION_FIELDS = ("prompt", "answer", "answers", "chat_template", "max_new_tokens", "forgetting")
+FORGETTING_FIELDS = ("hub", "config", "revision", "data_dir", "local", "split", "column", "examples")
+KINDS = ("text-classification", "token-classification", "image-classification", "causal-lm")
 METRICS = {"text-classification": ("accuracy", "macro_f1"), "token-classification": ("entity_f1",),
-           "image-classification": ("accuracy", "macro_f1")}
+           "image-classification": ("accuracy", "macro_f1"), "causal-lm": ("accuracy", "span_f1")}
 # Each kind's columns: role -> (the kind's field, default column name, required).
 COLUMNS = {
     "text-classification": {"text": ("text_column", "text", True), "text_pair": ("text_pair_column", None, False),
                             "label": ("label_column", "label", True)},
     "token-classification": {"tokens": ("tokens_column", "tokens", True), "tags": ("tags_column", "tags", True)},
     "image-classification": {"image": ("image_column", "image", True), "label": ("label_column", "label", True)},
+    # a class answered in words (text + label), or entities listed as text (tokens + tags)
+    "causal-lm": {"text": ("text_column", None, False), "label": ("label_column", "label", False),
+                  "tokens": ("tokens_column", None, False), "tags": ("tags_column", None, False)},
 }
 ROLES = ("train", "eval", "dev")
 HUB_FIELDS = ("hub", "config", "revision", "data_dir", "local", "splits")
@@ -62,6 +69,9 @@ def kind_class(kind: str):
     if kind == "token-classification":
         from suites.token_classification import TokenClassificationTask
         return TokenClassificationTask
+    if kind == "causal-lm":
+        from suites.causal_lm import CausalLMTask
+        return CausalLMTask
     from suites.image_classification import ImageClassificationTask
     return ImageClassificationTask
 
@@ -85,10 +95,12 @@ def load(path: str | Path, suite: str | None = None) -> Task:
 
 def from_dict(data: dict, path: Path, suite: str | None = None) -> Task:
     where = str(path)
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)} (valid: {', '.join(FIELDS)})")
     kind = data.get("kind")
+    valid = FIELDS + (GENERATION_FIELDS if kind == "causal-lm" else ())
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)} (valid{' for kind ' + kind if kind in KINDS else ''}: "
+                         f"{', '.join(valid)})")
     if kind not in KINDS:
         raise UsageError(f"{where}: {'unknown kind ' + repr(kind) if kind else 'no kind'} (valid: {', '.join(KINDS)})")
     metric = data.get("metric", METRICS[kind][0])
@@ -105,6 +117,8 @@ def from_dict(data: dict, path: Path, suite: str | None = None) -> Task:
     if data.get("model_local"):
         fields["model_local_names"] = {str(data["model"]): str(data["model_local"])}
     fields.update(_columns(kind, data.get("columns") or {}, where))
+    if kind == "causal-lm":
+        fields.update(_generation(data, fields, metric, where))
     fields.update(_data(data.get("data"), path, where))
     if "labels" in data:
         labels = data["labels"]
@@ -144,6 +158,44 @@ def _columns(kind: str, columns: dict, where: str) -> dict:
         value = columns.get(role, default)
         if value is not None:
             out[field] = str(value)
+    return out
+
+
+def _generation(data: dict, fields: dict, metric: str, where: str) -> dict:
+    """A causal-LM task's prompt, answer and forgetting fields; its columns are text + label, or tokens + tags."""
+    entities = bool(fields.get("tokens_column") or fields.get("tags_column"))
+    if entities and not (fields.get("tokens_column") and fields.get("tags_column")) or \
+            not entities and not fields.get("text_column"):
+        raise UsageError(f"{where}: kind causal-lm needs columns text (+ label) for class answers, or tokens + tags "
+                         f"for entity answers")
+    if metric != ("span_f1" if entities else "accuracy"):
+        raise UsageError(f"{where}: metric {metric!r} does not fit {'entity' if entities else 'class'} answers "
+                         f"(valid: {'span_f1' if entities else 'accuracy'})")
+    out = {}
+    for key in ("prompt", "answer"):
+        if key in data:
+            value = str(data[key])
+            if "{answer}" not in value and key == "answer" or key == "prompt" and not re.search(r"{(text|sentence)}",
+                                                                                                 value):
+                raise UsageError(f"{where}: {key} must hold {'{answer}' if key == 'answer' else '{text} or {sentence}'}"
+                                 f", got {value!r}")
+            out[key] = value
+    if "answers" in data:
+        if not isinstance(data["answers"], dict):
+            raise UsageError(f"{where}: answers must map class names to answer words, got {data['answers']!r}")
+        out["answers"] = {str(k): str(v) for k, v in data["answers"].items()}
+    if "chat_template" in data:
+        out["chat_template"] = bool(data["chat_template"])
+    if "max_new_tokens" in data:
+        out["max_new_tokens"] = _positive_int(data["max_new_tokens"], f"{where}: max_new_tokens")
+    if data.get("forgetting"):
+        f = data["forgetting"]
+        unknown = sorted(set(f) - set(FORGETTING_FIELDS)) if isinstance(f, dict) else ["(not a mapping)"]
+        if unknown or not f.get("column") or not (f.get("hub") or f.get("local")):
+            raise UsageError(f"{where}: forgetting needs column and hub or local"
+                             + (f"; unknown field(s) {', '.join(unknown)} (valid: {', '.join(FORGETTING_FIELDS)})"
+                                if unknown else ""))
+        out["forgetting"] = dict(f)
     return out
 
 

@@ -28,13 +28,25 @@ METRICS: dict[str, Metric] = {
     # the commonest class scores on it; per-class precision_/recall_/f1_<class> fall back to _PREFIXES
     "macro_f1": Metric("ratio", True, "task"),
     "majority_macro_f1": Metric("ratio", None, "info"),
+    # generation (suites/causal_lm.py): micro F1 over generated (type, text) entity pairs; answers that are no
+    # class / parse not at all; the label words' likelihood ranking beside the generated answer
+    "span_f1": Metric("ratio", True, "task"),
+    "span_precision": Metric("ratio", True, "task"),
+    "span_recall": Metric("ratio", True, "task"),
+    "invalid_rate": Metric("ratio", False, "task"),
+    "ll_accuracy": Metric("ratio", True, "task"),
+    # what fine-tuning cost on general text: causal-LM loss after training minus before (nats per token)
+    "forgetting": Metric("nats", False, "task"),
+    "general_loss_before": Metric("nats", None, "info"),
+    "general_loss_after": Metric("nats", None, "info"),
     # 95% bootstrap interval over evaluation examples: informational (the gate uses the paired test)
-    **{f"{m}_ci_{e}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "macro_f1")
+    **{f"{m}_ci_{e}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "macro_f1", "span_f1")
        for e in ("low", "high")},
     # tuning trials' dev-split scores (never gated: tuning folders stay out of the history)
     **{f"dev_{m}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "entity_precision",
                                                           "entity_recall", "majority_rate", "macro_f1",
-                                                          "majority_macro_f1")},
+                                                          "majority_macro_f1", "span_f1", "span_precision",
+                                                          "span_recall", "invalid_rate", "ll_accuracy")},
     "best_step": Metric("count", None, "info"),  # --early-stopping: the step whose state was kept
     "train_loss": Metric("nats", False, "task"),
     "train_task_loss": Metric("nats", False, "task"),

@@ -6,6 +6,7 @@ Users online pass nothing and get Hub ids; offline machines point BENCH_DATA_DIR
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from bench.core.errors import DataError
@@ -112,10 +113,15 @@ def model_path(ref: str, local_dir: Path | None, local_names: dict[str, str] | N
     that ships the weights; finally the ref as a Hub id.
     """
     if Path(ref).expanduser().is_dir():
-        check_model_folder(Path(ref).expanduser())
-        return str(Path(ref).expanduser().resolve())
+        folder = Path(ref).expanduser().resolve()
+        if gguf_file(folder):
+            return str(from_gguf(folder))
+        check_model_folder(folder)
+        return str(folder)
     if local_dir is not None:
         for name in [ref, (local_names or {}).get(ref)]:
+            if name and gguf_file(local_dir / name):
+                return str(from_gguf(local_dir / name))
             if name and (local_dir / name / "config.json").is_file():
                 check_model_folder(local_dir / name)
                 return str(local_dir / name)
@@ -127,3 +133,69 @@ def model_path(ref: str, local_dir: Path | None, local_names: dict[str, str] | N
         except ImportError:
             pass
     return ref
+
+
+def gguf_file(folder: Path) -> Path | None:
+    """The one GGUF file of a model folder that holds no transformers checkpoint (config.json), else None."""
+    if not folder.is_dir() or (folder / "config.json").is_file():
+        return None
+    found = sorted(folder.glob("*.gguf"))
+    if len(found) > 1:
+        raise ResolveError(f"model folder {folder} holds {len(found)} GGUF files ({', '.join(p.name for p in found)}); "
+                           f"expected one")
+    return found[0] if found else None
+
+
+def from_gguf(folder: Path) -> Path:
+    """A plain float32 checkpoint of the folder's GGUF model, converted once into the cache under the file's sha256
+    (transformers dequantises GGUF on every load: ~15 s for SmolLM2-135M, the converted folder well under 1 s).
+    `gguf.json` in it says where the weights came from (the file, its hash and its quantisation)."""
+    import json
+
+    import hashlib
+
+    from bench.core.cache import cache_root
+    source = gguf_file(folder)
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest = digest.hexdigest()
+    target = cache_root() / "gguf" / f"{source.stem}-{digest[:16]}"
+    if (target / "gguf.json").is_file():
+        return target
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    print(f"resolve: converting {source.name} to a float32 checkpoint in {target} (once)", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=source.name, dtype=torch.float32)
+    quantization = getattr(model.config, "quantization_config", None)
+    # save_pretrained refuses a model loaded from GGUF ("not serializable"): drop the marker, the weights are float.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "gguf.json").write_text(json.dumps({"file": source.name, "sha256": digest, "file_type": gguf_type(source),
+                                               "quantization_config": str(quantization)}, indent=1))
+    try:
+        tmp.rename(target)  # atomic: a concurrent converter either wins or finds the folder complete
+    except OSError:
+        pass
+    return target
+
+
+def gguf_type(path: Path) -> str:
+    """The GGUF file's quantisation (`general.file_type`, e.g. Q4_1), as llama.cpp names it."""
+    try:
+        import gguf
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields.get("general.file_type")
+        value = int(field.parts[field.data[0]][0]) if field is not None else None
+        return gguf.LlamaFileType(value).name.removeprefix("MOSTLY_") if value is not None else "unknown"
+    except Exception as e:  # the conversion itself succeeded: say what could not be read
+        return f"unknown ({type(e).__name__})"

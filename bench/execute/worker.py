@@ -120,6 +120,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
     peak = PeakMemory(setting.device)
     peak.reset()  # the load window: data, model, encoding and the method's wrapping
     loaded, model = load(spec, record, setting, checkpoint)
+    general = general_text(spec, loaded, model, setting)  # forgetting's "before": the untouched base model
     model = apply(loaded, model, setting, metrics)
     stopper = early_stopping(spec, loaded, setting)
     metrics.update(peak.window("load"))
@@ -127,7 +128,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
 
     peak.reset()  # the training window
     metrics["rss_loaded_mb"] = current_rss_mb()
-    trained = train_model(loaded, model, setting, stopper)
+    trained = train_model(loaded, model, setting, stopper) if loaded.steps else Trained(TrainStats(), None)
     if trained.early_stopping is not None:
         record["info"]["early_stopping"] = trained.early_stopping
         metrics["best_step"] = trained.early_stopping["best_step"]
@@ -151,6 +152,7 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
         metrics.update(peak.window("infer"))
         phase("latency")
         metrics.update(uncertainty(loaded.task, evaluated.predictions))  # after the windows: see `uncertainty`
+        metrics.update(forgetting(loaded, model, setting, general))  # after the windows too: a measurement's own
         merged = measure_merged(loaded, model, setting)
         if merged is not None:
             metrics.update(merged)
@@ -192,6 +194,9 @@ def load(spec: dict, record: dict, setting: Setting, checkpoint) -> tuple[Loaded
     record["model"] = ref
     checkpoint(record)
     path = task.resolve_model(ref, _folder(spec, "model_dir"))
+    if (Path(path) / "gguf.json").is_file():  # a GGUF model converted to float: say what the weights are
+        made = json.loads((Path(path) / "gguf.json").read_text())
+        record["info"]["weights"] = f"dequantised from {made['file_type']} ({made['file']}, sha256 {made['sha256'][:12]})"
 
     score_on = spec.get("score_on", "eval")  # "dev" for tuning trials: the evaluation split is never opened
     data = task.load_data(_folder(spec, "data_dir"), budget, score_on)
@@ -201,7 +206,7 @@ def load(spec: dict, record: dict, setting: Setting, checkpoint) -> tuple[Loaded
         print(f"warning: {task.name}: {warning}", file=sys.stderr)
     record["info"]["scored_on"] = task.dev_description(len(data.scored)) if score_on == "dev" else \
         f"the {task.eval_split} split ({len(data.scored)} examples)"
-    steps = budget.steps(len(data.train))
+    steps = budget.steps(len(data.train)) if getattr(method, "trains", True) else 0  # zero-shot: the untouched model is scored
     ctx = RunContext(task=task, budget=budget, total_steps=steps, device=setting.device, head_names=[],
                      precision=setting.precision)
     loaded_model = task.load_model(path, data.label_names, **method.load_kwargs(ctx))
@@ -223,7 +228,7 @@ def apply(loaded: Loaded, model: torch.nn.Module, setting: Setting, metrics: dic
     method, ctx = loaded.method, loaded.ctx
     model = method.apply(model, ctx)
     loaded.task.after_method(model)
-    if not getattr(model, "is_loaded_in_8bit", False):
+    if not quantised(model):
         model.to(setting.device)  # quantised models were placed at load time
     metrics.update(count_params(model, ctx.head_names), lr=loaded.lr, steps=loaded.steps,
                    train_examples=len(loaded.train_examples), eval_examples=len(loaded.eval_examples))
@@ -306,7 +311,8 @@ def record_evaluation(spec: dict, record: dict, loaded: Loaded, evaluated: Evalu
     metrics["eval_examples_per_s"] = n / evaluated.seconds
     # The mean per batch, at the evaluation batch size.
     metrics["eval_batch_ms"] = 1000 * evaluated.seconds / len(evaluated.batches)
-    metrics["infer_examples_per_s"] = evaluated.infer_examples_per_s
+    if evaluated.infer_examples_per_s is not None:  # None: evaluation only generated (no plain forward pass)
+        metrics["infer_examples_per_s"] = evaluated.infer_examples_per_s
 
 
 def measure(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> dict:
@@ -383,6 +389,34 @@ class EarlyStopping:
         last = self.curve[-1][0] if self.curve else 0
         return {"patience": self.patience, "eval_every": self.every, "best_step": self.best_step,
                 "best_dev_score": self.best, "stopped_at": last, "dev_curve": self.curve}
+
+
+def general_text(spec: dict, loaded: Loaded, model: torch.nn.Module, setting: Setting) -> tuple[list[str], float] | None:
+    """(the task's general text, the untouched base model's causal-LM loss on it) for `forgetting`; None for tasks
+    that declare none, and in tuning trials (dev scores only)."""
+    task = loaded.task
+    if loaded.score_on == "dev" or not getattr(task, "forgetting", None):
+        return None
+    texts = task.general_texts(_folder(spec, "data_dir"))
+    if not quantised(model):
+        model.to(setting.device)
+    return texts, task.general_loss(model, loaded.processor, texts, setting.device)
+
+
+def quantised(model) -> bool:
+    """bitsandbytes placed the model at load time: it must not be moved."""
+    return bool(getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False))
+
+
+def forgetting(loaded: Loaded, model: torch.nn.Module, setting: Setting, general) -> dict:
+    """What fine-tuning cost the model on general text, as peft's method_comparison measures it: the causal-LM loss
+    on the task's fixed general sample after training minus before (nats per token; > 0: it forgot)."""
+    if general is None:
+        return {}
+    texts, before = general
+    model.eval()
+    after = loaded.task.general_loss(model, loaded.processor, texts, setting.device)
+    return {"forgetting": after - before, "general_loss_before": before, "general_loss_after": after}
 
 
 def uncertainty(task, predictions: dict) -> dict:

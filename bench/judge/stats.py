@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import bootstrap, t
 
-KNOWN = ("accuracy", "entity_f1", "macro_f1")  # metrics with per-example statistics
+KNOWN = ("accuracy", "entity_f1", "macro_f1", "span_f1")  # metrics with per-example statistics
 RESAMPLES = 1000
 BATCH = 100  # resamples scipy draws at a time: bounds the memory of a 3,453-sentence pairing
 # ... and at most this many statistics per sample in one batch (100 x 3,453 x 3, or 100 x 10,000 accuracies): macro F1
@@ -44,6 +44,9 @@ def example_stats(metric: str, gold: list, pred: list) -> np.ndarray:
         for g, p in zip(gold, pred):
             ge, pe = set(get_entities(list(g))), set(get_entities(list(p)))
             rows.append((len(ge & pe), len(pe), len(ge)))
+        return np.asarray(rows, dtype=float).reshape(-1, 3)
+    if metric == "span_f1":  # generated entity lists (suites/causal_lm.py): (type, text) pairs per sentence
+        rows = [(len(set(g) & set(p)), len(set(p)), len(set(g))) for g, p in zip(gold, pred)]
         return np.asarray(rows, dtype=float).reshape(-1, 3)
     raise ValueError(f"no per-example statistics for metric {metric!r} (known: {', '.join(KNOWN)})")
 
