@@ -89,6 +89,8 @@ class CausalLMTask(Task):
     chat_template: bool = False  # wrap the prompt in the tokenizer's chat template as a user turn
     max_new_tokens: int = 8
     forgetting: dict = field(default_factory=dict)  # general text: {hub, config, local, split, column, examples}
+    latency_prompt_tokens: int = 64  # batch-1 time to first token is timed on a prompt this long
+    latency_new_tokens: int = 16  # ... and time per output token over this many cached decode steps
     peft_task_type: str = "CAUSAL_LM"
 
     # --- what the data is --------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ from suites.base import Budget, Task
 FIELDS = ("name", "kind", "description", "data", "columns", "labels", "dev_examples", "metric", "model",
           "model_local", "budgets", "lr_overrides", "note", "suite")
 # causal-lm only (suites/causal_lm.py): how a row becomes a prompt and an answer, and the general text of `forgetting`
-GENERATION_FIELDS = ("prompt", "answer", "answers", "chat_template", "max_new_tokens", "forgetting")
+GENERATION_FIELDS = ("prompt", "answer", "answers", "chat_template", "max_new_tokens", "forgetting",
+                     "latency_prompt_tokens", "latency_new_tokens")
 FORGETTING_FIELDS = ("hub", "config", "revision", "data_dir", "local", "split", "column", "examples")
 KINDS = ("text-classification", "token-classification", "image-classification", "causal-lm")
 METRICS = {"text-classification": ("accuracy", "macro_f1"), "token-classification": ("entity_f1",),
@@ -186,8 +187,9 @@ def _generation(data: dict, fields: dict, metric: str, where: str) -> dict:
         out["answers"] = {str(k): str(v) for k, v in data["answers"].items()}
     if "chat_template" in data:
         out["chat_template"] = bool(data["chat_template"])
-    if "max_new_tokens" in data:
-        out["max_new_tokens"] = _positive_int(data["max_new_tokens"], f"{where}: max_new_tokens")
+    for key in ("max_new_tokens", "latency_prompt_tokens", "latency_new_tokens"):
+        if key in data:
+            out[key] = _positive_int(data[key], f"{where}: {key}")
     if data.get("forgetting"):
         f = data["forgetting"]
         unknown = sorted(set(f) - set(FORGETTING_FIELDS)) if isinstance(f, dict) else ["(not a mapping)"]

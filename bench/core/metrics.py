@@ -39,6 +39,15 @@ METRICS: dict[str, Metric] = {
     "forgetting": Metric("nats", False, "task"),
     "general_loss_before": Metric("nats", None, "info"),
     "general_loss_after": Metric("nats", None, "info"),
+    # a generator's inference (bench/meters/generation.py): batch-1 time to first token and per output token, with
+    # the adapter, merged, and the base model alone; the adapter's overhead over the base; generated tokens/s
+    **{f"{w}{v}_ms_{q}": Metric("ms", False, "speed") for w in ("ttft", "tpot") for v in ("", "_merged", "_base")
+       for q in ("p50", "p95")},
+    "ttft_overhead_pct": Metric("%", False, "speed"),
+    "tpot_overhead_pct": Metric("%", False, "speed"),
+    "generated_tokens_per_s": Metric("tokens/s", True, "speed"),
+    "generated_tokens": Metric("count", None, "info"),
+    "generation_s": Metric("s", None, "info"),
     # 95% bootstrap interval over evaluation examples: informational (the gate uses the paired test)
     **{f"{m}_ci_{e}": Metric("ratio", None, "info") for m in ("accuracy", "entity_f1", "macro_f1", "span_f1")
        for e in ("low", "high")},

@@ -149,6 +149,10 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
         record_evaluation(spec, record, loaded, evaluated)
         phase("eval")
         metrics.update(measure(loaded, model, setting))
+        figures, how = generation(loaded, model, setting, evaluated)  # a generator's own costs (causal LMs)
+        metrics.update(figures)
+        if how:
+            record["info"]["generation_latency"] = how
         metrics.update(peak.window("infer"))
         phase("latency")
         metrics.update(uncertainty(loaded.task, evaluated.predictions))  # after the windows: see `uncertainty`
@@ -328,6 +332,9 @@ def measure_merged(loaded: Loaded, model: torch.nn.Module, setting: Setting) -> 
     merged.eval()
     out = {f"latency_merged_{k.removeprefix('latency_')}": v for k, v in
            latency(merged, loaded.task, loaded.eval_examples, loaded.processor, loaded.budget, setting.device).items()}
+    if loaded.task.kind == "causal-lm":
+        out.update({k.replace("_ms_", "_merged_ms_"): v for k, v in
+                    generation_latency(merged, loaded, setting).items() if "_ms_" in k})
     del merged
     return out
 
@@ -337,6 +344,40 @@ def save(loaded: Loaded, model: torch.nn.Module) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         loaded.method.save(model, Path(tmp) / "saved")
         return saved_sizes(Path(tmp) / "saved")
+
+
+def generation_latency(model, loaded: Loaded, setting: Setting) -> dict:
+    """Batch-1 time to first token (the prefill of a prompt of the task's declared length) and per output token
+    (cached decode steps), p50/p95 over the budget's latency samples (bench/meters/generation.py)."""
+    from bench.meters import generation as gen
+    task, tokenizer = loaded.task, loaded.processor
+    text = tokenizer.decode(loaded.eval_examples[0]["input_ids"], skip_special_tokens=True)
+    prompt = gen.prompt_of_length(tokenizer, text, task.latency_prompt_tokens)
+    return gen.generation_latency(model, prompt, task.latency_new_tokens, loaded.budget.latency_samples,
+                                  setting.device)
+
+
+def generation(loaded: Loaded, model: torch.nn.Module, setting: Setting, evaluated: Evaluated) -> tuple[dict, dict]:
+    """A generator's inference costs, in the inference window: TTFT and time per output token with the adapter
+    (unmerged), of the base model alone (the adapter switched off: peft methods), the adapter's overhead over the
+    base in %, and generated tokens/s at the evaluation batch size (over up to 4 evaluation batches); and how the
+    latency was timed (bench/meters/generation.py), for the record's info."""
+    if loaded.task.kind != "causal-lm":
+        return {}, {}
+    from bench.meters import generation as gen
+    out = generation_latency(model, loaded, setting)
+    info = {"latency_method": out.pop("latency_method"), "prompt_tokens": out.pop("prompt_tokens"),
+            "new_tokens": out.pop("new_tokens")}
+    if loaded.method.uses_peft and hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            base = generation_latency(model, loaded, setting)
+        out.update({k.replace("_ms_", "_base_ms_"): v for k, v in base.items() if "_ms_" in k})
+        for what in ("ttft", "tpot"):
+            if out.get(f"{what}_ms_p50") and base.get(f"{what}_ms_p50"):
+                out[f"{what}_overhead_pct"] = gen.overhead_pct(out[f"{what}_ms_p50"], base[f"{what}_ms_p50"])
+    out.update(gen.generation_throughput(model, evaluated.batches[:4], loaded.task.max_new_tokens,
+                                         loaded.processor.pad_token_id, setting.device))
+    return {k: v for k, v in out.items() if v is not None}, info
 
 
 def _folder(spec: dict, key: str) -> Path | None:
