@@ -1,7 +1,8 @@
 """The method registry: every file in methods/zoo/ is a method, named by its file. Reading it needs no torch.
 
 A new method is one new file in methods/zoo/ (see methods/spec.py for the fields); a user's own method is a
-file passed by path (`--methods lora,path/to/mine.yaml`). `--set lora.r=4,8,16` turns one method into a sweep.
+file passed by path (`--methods lora,path/to/mine.yaml`), or a folder laid out as one of peft's method_comparison
+experiments (`--methods path/to/experiment/`). `--set lora.r=4,8,16` turns one method into a sweep.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def is_path(name: str) -> bool:
 
 
 def get_spec(name: str) -> MethodSpec:
-    """A registered method by name, or a method file by path."""
+    """A registered method by name, or a method file or peft experiment folder by path."""
     if is_path(name):
-        if not Path(name).is_file():
+        if not Path(name).exists():
             raise UsageError(f"method file {name!r} not found")
         return specs.load(name)
     if name not in METHODS:
@@ -78,6 +79,9 @@ def build(spec: MethodSpec):
     if spec.kind == "bitfit":
         from methods.bitfit import BitFit
         return BitFit(spec)
+    if spec.kind == "none":
+        from methods.none import NoTraining
+        return NoTraining(spec)
     if spec.peft_type == "ADALORA":
         from methods.adalora import AdaLoRA
         return AdaLoRA(spec)

@@ -2,7 +2,7 @@
 
 Two backends, the one used is recorded (info `int8_backend`):
 - bitsandbytes LLM.int8 (same code on CPU and CUDA, verified in ../shared/STACK.md). It replaces only
-  nn.Linear layers, so it serves transformers whose body is linear layers.
+  nn.Linear layers, so it serves transformers and causal LMs whose body is linear layers.
 - where bitsandbytes quantised nothing (a CNN: its only nn.Linear is the trainable classifier) or is not
   installed: methods/int8_weights.py, per-output-channel int8 storage of every frozen conv and linear
   weight, dequantised on the fly in forward.
@@ -15,7 +15,9 @@ from bench.core.errors import SkipRun
 from methods import int8_weights
 
 MB = 1024 * 1024
-HEAD_CANDIDATES = ["classifier", "score"]  # kept in float32: the head trains
+# Kept in float32: a task head trains; a causal LM's lm_head is tied to its input embeddings (an nn.Embedding,
+# which bitsandbytes leaves float) and must stay one tensor with them. A name absent from the model is harmless.
+HEAD_CANDIDATES = ["classifier", "score", "lm_head"]
 
 
 def load_kwargs(ctx) -> dict:

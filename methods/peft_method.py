@@ -6,7 +6,8 @@ prompt-based method needs one. Checks that keep a figure honest:
 - a method that adapts zero layers fails its run (it would train the head alone under a misleading name);
 - our trainable-parameter count must equal peft's own;
 - DoRA skips layers with an all-zero output channel (their weight norm is 0, DoRA would divide by it).
-With `quantize_base: int8` the frozen base is held in int8 (methods/int8.py) under the adapter.
+With `quantize_base: int8` the frozen base is held in int8 (methods/int8.py) under the adapter; with `int4`,
+in bitsandbytes' 4-bit NF4 (methods/int4.py: QLoRA's base).
 """
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ import copy
 
 import torch
 
-from methods import int8
-from methods.base import Method, SkipRun, attention_pair, count_params, family, pointwise_convs
+from methods import int4, int8
+from methods.base import Method, SkipRun, attention_pair, count_params, family, norm_layers, pointwise_convs
 
 PROMPT_TYPES = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}
 INPUT_PROMPT_TYPES = PROMPT_TYPES - {"PREFIX_TUNING"}  # they lengthen the input, so the logits too
 NO_MERGE = PROMPT_TYPES | {"ADAPTION_PROMPT", "POLY"}
 
 
+QUANTIZERS = {"int8": int8, "int4": int4}  # quantize_base -> its module: load_kwargs, quantize_base, figures
+
+
 class PeftMethod(Method):
     uses_peft = True
+    task_type: str | None = None  # the task's peft task type (SEQ_CLS, TOKEN_CLS, CAUSAL_LM), set by apply
 
     @property
     def prompt_based(self) -> bool:
@@ -43,14 +48,18 @@ class PeftMethod(Method):
 
     def forward(self, model, batch):
         """Token labels get an ignored label for each virtual token that an input prompt prepends: peft's token
-        classifier returns logits for those positions too, and its loss would not line up with the labels."""
+        classifier returns logits for those positions too, and its loss would not line up with the labels. A
+        causal LM's labels are not padded here: peft's PeftModelForCausalLM prepends the ignored labels itself."""
         labels = batch.get("labels")
-        if self.added_positions and labels is not None and labels.dim() == 2:
+        if self.added_positions and self.task_type != "CAUSAL_LM" and labels is not None and labels.dim() == 2:
             batch = {**batch, "labels": torch.nn.functional.pad(labels, (self.added_positions, 0), value=-100)}
         return model(**batch)
 
     def load_kwargs(self, ctx):
-        return int8.load_kwargs(ctx) if self.spec.quantize_base == "int8" else {}
+        if not self.spec.quantize_base:
+            return {}
+        self.check_device(ctx)  # before a quantised load that the run would skip anyway
+        return QUANTIZERS[self.spec.quantize_base].load_kwargs(ctx)
 
     def peft_config(self, model, ctx) -> dict:
         """The peft config's keyword arguments for this model: declared config + targets + head."""
@@ -64,9 +73,11 @@ class PeftMethod(Method):
                               f"({fam}) takes images")
             kwargs["task_type"] = task_type  # peft keeps the head trainable itself for these
         else:
-            kwargs["target_modules"] = self.targets(model, fam)
+            targets = self.targets(model, fam)
+            if targets is not None:
+                kwargs["target_modules"] = targets
             kwargs["modules_to_save"] = list(ctx.head_names)  # a fresh list: peft appends to the one it gets
-            if kwargs.get("use_dora"):
+            if kwargs.get("use_dora") and targets is not None:
                 dead = zero_norm_layers(model, kwargs["target_modules"])
                 if dead:
                     kwargs["exclude_modules"] = sorted(set(kwargs.get("exclude_modules") or []) | set(dead))
@@ -78,7 +89,9 @@ class PeftMethod(Method):
             raise SkipRun(f"{self.spec.name} declares no target modules for {fam} models ({type(model).__name__})")
         keyword = {"attention": lambda: attention_pair(model), "pointwise": lambda: pointwise_convs(model),
                    "all-linear": lambda: "all-linear",
-                   "layernorm": lambda: ["LayerNorm"] if fam == "transformer" else r".*\.normalization$"}
+                   "layernorm": lambda: r".*\.normalization$" if fam == "cnn" else norm_layers(model)}
+        if declared == "peft-default":
+            return None  # peft picks its default target modules for the model type
         if isinstance(declared, str) and declared in keyword:
             found = keyword[declared]()
             if not found:
@@ -92,13 +105,24 @@ class PeftMethod(Method):
         if self.spec.peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
             raise SkipRun(f"peft has no method type {self.spec.peft_type!r} "
                           f"(known: {', '.join(sorted(PEFT_TYPE_TO_CONFIG_MAPPING))})")
-        config = PEFT_TYPE_TO_CONFIG_MAPPING[self.spec.peft_type](**self.peft_config(model, ctx))
-        return get_peft_model(model, config)
+        kwargs = self.peft_config(model, ctx)
+        config = PEFT_TYPE_TO_CONFIG_MAPPING[self.spec.peft_type](**kwargs)
+        try:
+            return get_peft_model(model, config)
+        except ValueError as e:
+            if "n_frequency" in str(e):  # FourierFT: more coefficients than a small layer has weights
+                raise SkipRun(f"{self.spec.name} does not fit {type(model).__name__}: {e}") from e
+            if self.prompt_based or "target_modules" in kwargs or "target_modules" not in str(e):
+                raise
+            model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+            raise SkipRun(f"{self.spec.name} names no target_modules and peft has no default for {model_type} "
+                          f"models") from e
 
     def apply(self, model, ctx):
+        self.task_type = getattr(ctx.task, "peft_task_type", None)
         self.check_applies(model, ctx)
-        if self.spec.quantize_base == "int8":
-            model = int8.quantize_base(model, ctx)
+        if self.spec.quantize_base:
+            model = QUANTIZERS[self.spec.quantize_base].quantize_base(model, ctx)
         model = self.build(model, ctx)
         if not self.prompt_based and not adapted_layers(model):
             raise RuntimeError(f"{self.spec.name} adapted 0 layers of {type(model.base_model.model).__name__}: "
@@ -110,11 +134,12 @@ class PeftMethod(Method):
         return model
 
     def finish(self, model, ctx):
-        out = {"info": {"peft_config": serialised_config(model)}, "metrics": {}}
+        out = super().finish(model, ctx)
+        out["info"]["peft_config"] = serialised_config(model)
         if not self.prompt_based:
             out["metrics"]["adapted_layers"] = len(adapted_layers(model))
-        if self.spec.quantize_base == "int8":
-            extra = int8.figures(model)
+        if self.spec.quantize_base:
+            extra = QUANTIZERS[self.spec.quantize_base].figures(model)
             out["metrics"].update(extra["metrics"])
             out["info"].update(extra["info"])
         return out

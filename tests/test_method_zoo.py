@@ -26,7 +26,7 @@ def test_every_shipped_file_is_a_valid_method_with_a_reason_wherever_it_does_not
         assert spec.name == name and spec.description and spec.lr > 0
         assert spec.source.endswith(f"zoo/{name}.yaml")
         if spec.kind == "peft" and spec.peft_type not in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"):
-            assert set(spec.targets) | set(spec.not_on) == {"transformer", "cnn"}, name  # every family covered
+            assert set(spec.targets) | set(spec.not_on) == set(specs.FAMILIES), name  # every family covered
         for reason in spec.not_on.values():
             assert len(reason) > 20
 
@@ -51,7 +51,7 @@ def test_a_peft_adapter_config_is_accepted_as_it_is(tmp_path):
     spec = specs.load(folder / "adapter_config.json")
     assert (spec.name, spec.kind, spec.peft_type) == ("my-adapter", "peft", "LORA")
     assert spec.config == {"r": 16, "lora_alpha": 32}
-    assert spec.targets == {"transformer": ["query", "value"], "cnn": ["query", "value"]}
+    assert spec.targets == {f: ["query", "value"] for f in specs.FAMILIES}
 
 
 def test_set_overrides_and_sweeps_expand_into_labelled_configurations():

@@ -107,9 +107,10 @@ def learning_rate(task, method, budget: str, lrs: dict[str, float], score_on: st
 
     --lr (`lrs`: by method label, else name, else "*" for all), else --set METHOD.lr (a grid point when tuning),
     else the task's tuned file where its entry was tuned for this run's model (`model`, None: the task's default)
-    and precision, else a rate the task itself needs (the smoke tasks' random models), else the method file's.
-    A tuned rate for another model or precision is not used: the source says so ("method file (tuned for M, P;
-    this run: M2, P2)"). Tuning trials (`score_on="dev"`) never read a tuned file."""
+    and precision, else a rate the task itself needs (the smoke tasks' random models), else the method file's
+    ("default"; "experiment" for a peft experiment folder's training_params.json rate, methods/spec.py). A tuned
+    rate for another model or precision is not used: the source says so ("method file (tuned for M, P; this run:
+    M2, P2)"). Tuning trials (`score_on="dev"`) never read a tuned file."""
     entry = tuned_entry(task.name, budget, method, folder_of(task, folder)) if score_on == "eval" else None  # a broken file fails every run
     if method.label in lrs or method.name in lrs or "*" in lrs:
         return lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
@@ -118,7 +119,8 @@ def learning_rate(task, method, budget: str, lrs: dict[str, float], score_on: st
     here = (model or task.default_model, precision)
     if entry is not None and (entry.get("model"), entry.get("precision")) == here:
         return float(entry["lr"]), "tuned"
-    lr, source = (task.lr_overrides[method.name], "task") if method.name in task.lr_overrides else (method.lr, "default")
+    own = "experiment" if getattr(method, "lr_from", "") == "experiment" else "default"  # a peft experiment's rate
+    lr, source = (task.lr_overrides[method.name], "task") if method.name in task.lr_overrides else (method.lr, own)
     if entry is not None:
         source = "method file" if source == "default" else source
         source += f" (tuned for {tuned_for(entry.get('model'), entry.get('precision'))}; this run: {tuned_for(*here)})"
