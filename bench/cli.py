@@ -69,6 +69,8 @@ def cmd_list(args) -> int:
         print(f"  {'':14s} {m.description}")
         for fam, why in m.not_on.items():
             print(f"  {'':14s} not on {fam}: {why}")
+        if m.devices and getattr(m, "devices_reason", ""):
+            print(f"  {'':14s} only on {', '.join(m.devices)}: {m.devices_reason}")
     return 0
 
 
@@ -177,6 +179,8 @@ def _execute_held(args, tasks, runs: list[dict], out: Path, earlier: list[dict],
         if r["status"] != "ok":
             return f"{head} - {r['error']}"
         metric = metric_of[r["task"]]
+        if not m.get("steps"):  # nothing trained (zero-shot): no training figures to show
+            return f"{head}  {metric}={m.get(metric, float('nan')):.4f}  untrained  ({m['wall_time_s']:.0f}s)"
         return (f"{head}  {metric}={m.get(metric, float('nan')):.4f}  trainable={m['trainable_pct']:.3g}%  "
                 f"peak={m['peak_train_mb']:.0f}MB  "
                 + (f"gpu={m['cuda_max_allocated_mb']:.0f}MB  " if "cuda_max_allocated_mb" in m else "")
@@ -228,6 +232,10 @@ def cmd_tune(args) -> int:
     from bench.judge import tuning
     from bench.results.identity import run_key
     tasks, method_specs, _, executor = _common(args)
+    untuned = [m.label for m in method_specs if m.kind == "none"]
+    if untuned:  # nothing trains: no rate to choose
+        print(f"bench: {', '.join(untuned)} train(s) nothing: left out of tuning", file=sys.stderr)
+        method_specs = [m for m in method_specs if m.kind != "none"]
     plan.check_tuning_grid(args.points, args.span)
     out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suites, f"tune-{args.suite_label}")
     settings = _settings(args)
@@ -236,8 +244,8 @@ def cmd_tune(args) -> int:
     done = {}
 
     def chosen() -> dict:
-        return {t.name: tuning.choices(list(done.values()), t.name, f"dev_{t.metric}", method_specs, trials, stages)
-                for t in tasks}
+        return {t.name: tuning.choices(list(done.values()), t.name, f"dev_{t.metric}", method_specs, trials, stages,
+                                       tuning.family_of(t)) for t in tasks}
 
     with plan.GridLock(out, invocation):  # stage 1 and every later round hold the folder throughout
         code, records = _execute_held(args, tasks, runs, out, earlier, invocation, executor, tuning=True)
@@ -403,6 +411,11 @@ def cmd_recommend(args) -> int:
         constraints.append(rec.Constraint(rec.MEMORY, parse_size_mb(args.max_memory), upper=True))
     if args.max_trainable:
         constraints.append(rec.Constraint("trainable_pct", parse_percent(args.max_trainable), upper=True))
+    if args.max_forgetting:  # a method without the figure passes: the output names it
+        constraints.append(rec.Constraint(rec.FORGETTING, rec.parse_forgetting(args.max_forgetting), upper=True,
+                                          missing_ok=True))
+    if args.max_overhead:
+        constraints.append(rec.Constraint(rec.OVERHEAD, rec.parse_overhead(args.max_overhead), upper=True))
     for item in args.min_metric or []:
         name, value = name_value(item, "--min-metric")
         constraints.append(rec.Constraint(name or rec.HEADLINE, parse_number(value), upper=False))
@@ -564,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     recm.add_argument("--task", help="one task (default: each task of the suite with runs)")
     recm.add_argument("--max-memory", metavar="SIZE", help="peak memory bound, e.g. 2GB or 800MB")
     recm.add_argument("--max-trainable", metavar="PCT", help="trainable share bound, e.g. 1%%")
+    recm.add_argument("--max-forgetting", metavar="NATS",
+                      help="causal-LM tasks: bound on forgetting (general-text loss after minus before training, "
+                           "nats per token), e.g. 0.05; methods without the figure are kept (the output says which)")
+    recm.add_argument("--max-overhead", metavar="PCT",
+                      help="causal-LM tasks: bound on the unmerged adapter's generation overhead over the base "
+                           "model, the worse of TTFT and TPOT, e.g. 10%%; no figure (full, zero-shot) counts as 0")
     recm.add_argument("--min-metric", action="append", metavar="[NAME=]VALUE",
                       help="lower bound on the task metric (0.8 or 80%%) or on a named metric; repeatable")
     recm.add_argument("--priority", default="metric",

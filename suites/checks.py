@@ -65,6 +65,12 @@ def labelled(ds, column: str, train: str, where: dict[str, str], declared: list[
         raise DataError(f"{where[train]}: column {column!r} is {_type_name(feature)}, expected a list of tags per row")
     if isinstance(inner, datasets.ClassLabel):
         names = list(inner.names)
+    elif not declared and any(isinstance(_inner(s.features[column]) if per_word else s.features[column],
+                                         datasets.ClassLabel) for s in ds.values()):
+        named = next(r for r, s in ds.items() if isinstance(_inner(s.features[column]) if per_word
+                                                             else s.features[column], datasets.ClassLabel))
+        raise DataError(f"{where[train]}: column {column!r} carries no class names while {named} names them; give "
+                        f"every split the same ClassLabel feature, or declare `labels:` in a task file")
     elif declared:
         names = [str(n) for n in declared]
     else:

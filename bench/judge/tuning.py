@@ -62,9 +62,16 @@ def rung(lr: float, centre: float, points: int, span: float) -> int:
     return round((math.log(lr / centre) / math.log(span) + 0.5) * (points - 1))
 
 
-def method_digest(method) -> str:
-    """What a tuned rate belongs to: the method as declared, but for its rate (a changed method is re-tuned)."""
-    declared = {k: v for k, v in method.declared().items() if k != "lr"}
+def family_of(task) -> str | None:
+    """The architecture family whose method entries a task's runs use beyond the always-hashed ones (methods/spec.py
+    `declared`): `decoder` for causal-LM tasks, else None."""
+    return "decoder" if getattr(task, "kind", "") == "causal-lm" else None
+
+
+def method_digest(method, family: str | None = None) -> str:
+    """What a tuned rate belongs to: the method as declared (with `family`'s entries), but for its rate (a changed
+    method is re-tuned)."""
+    declared = {k: v for k, v in method.declared(family=family).items() if k != "lr"}
     return hashlib.sha256(json.dumps(declared, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -89,11 +96,11 @@ def folder_of(task, override: Path | None = None) -> Path:
     return Path(override) if override else Path(task.tuned_folder) if getattr(task, "tuned_folder", "") else tuned_dir()
 
 
-def tuned_entry(task: str, budget: str, method, folder: Path | None = None) -> dict | None:
+def tuned_entry(task: str, budget: str, method, folder: Path | None = None, family: str | None = None) -> dict | None:
     """The tuned file's entry for `method` (a MethodSpec) on a task and budget, if it holds one for the method as
     declared now (None otherwise)."""
     entry = load(task, budget, folder).get("methods", {}).get(method.label)
-    return entry if entry and entry.get("method_digest") == method_digest(method) else None
+    return entry if entry and entry.get("method_digest") == method_digest(method, family) else None
 
 
 def tuned_for(model: str | None, precision: str | None) -> str:
@@ -111,7 +118,8 @@ def learning_rate(task, method, budget: str, lrs: dict[str, float], score_on: st
     ("default"; "experiment" for a peft experiment folder's training_params.json rate, methods/spec.py). A tuned
     rate for another model or precision is not used: the source says so ("method file (tuned for M, P; this run:
     M2, P2)"). Tuning trials (`score_on="dev"`) never read a tuned file."""
-    entry = tuned_entry(task.name, budget, method, folder_of(task, folder)) if score_on == "eval" else None  # a broken file fails every run
+    entry = tuned_entry(task.name, budget, method, folder_of(task, folder), family_of(task)) \
+        if score_on == "eval" else None  # a broken file fails every run
     if method.label in lrs or method.name in lrs or "*" in lrs:
         return lrs.get(method.label, lrs.get(method.name, lrs.get("*"))), "override"
     if "lr" in method.overrides:
@@ -178,6 +186,7 @@ class Choice:
     scores: dict[float, list[float]]  # rate -> one dev score per seed (nan: the trial did not finish ok)
     best: float | None  # None: no trial succeeded
     stages: dict[str, list[float]] = field(default_factory=dict)  # "grid", EDGE, STAGE2 -> their rates, in order
+    family: str | None = None  # the task's extra method family (`family_of`): part of the method's digest
 
     @property
     def at_grid_edge(self) -> bool:
@@ -217,7 +226,7 @@ class Choice:
         def scores(rates):
             return {lr: [round(x, 5) for x in self.scores.get(lr, [])] for lr in rates}
         grid_rates = self.stages.get("grid", list(self.scores))
-        out = {"lr": self.best, "grid": grid_rates, "method_digest": method_digest(self.method),
+        out = {"lr": self.best, "grid": grid_rates, "method_digest": method_digest(self.method, self.family),
                "dev_scores": scores(grid_rates)}
         for stage in (EDGE, STAGE2):
             if self.stages.get(stage):
@@ -230,7 +239,8 @@ class Choice:
 
 def choices(records: list[dict], task: str, metric: str, methods: list,
             trials: dict[tuple[str, str], dict[str, float]],
-            stages: dict[tuple[str, str], dict[str, list[float]]] | None = None) -> list[Choice]:
+            stages: dict[tuple[str, str], dict[str, list[float]]] | None = None,
+            family: str | None = None) -> list[Choice]:
     """Each method's choice on `task` from the tuning grid's records; `metric` is the dev metric (dev_accuracy),
     `trials` maps (task, method label) to {trial label: rate} (bench/execute/plan.py `tuning_runs`), every stage's
     trials together; `stages` maps (task, method label) to {stage: its rates} (default: all in stage 1)."""
@@ -245,7 +255,7 @@ def choices(records: list[dict], task: str, metric: str, methods: list,
             scores[lr] = [r["metrics"].get(metric, float("nan")) if r["status"] == "ok" else float("nan")
                           for r in rs]
         laid_out = (stages or {}).get((task, m.label)) or {"grid": list(scores)}
-        out.append(Choice(m, scores, choose(scores), {k: list(v) for k, v in laid_out.items()}))
+        out.append(Choice(m, scores, choose(scores), {k: list(v) for k, v in laid_out.items()}, family))
     return out
 
 

@@ -38,7 +38,10 @@ def run_config(task, method, lr: float, budget: str, model_ref: str | None, mode
     fields = {("warmup_steps" if k == "untimed_steps" else k): v for k, v in dataclasses.asdict(task.budget(budget)).items()}
     # A task file's declarations (its caveat aside) are part of the configuration: an edited task is a new one.
     extra.update({"task_file": task.digest} if getattr(task, "digest", "") else {})
-    return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(), "lr": lr, "budget":
+    # A causal-LM run also hashes the method's decoder entries (methods/spec.py `declared`; earlier ids unchanged).
+    family = "decoder" if getattr(task, "kind", "") == "causal-lm" else None
+    return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(family=family), "lr": lr,
+            "budget":
             {"name": budget, **fields},
             "model": task.model_identity(model_ref or task.default_model, model_dir),
             "data": task.data_identity(data_dir, score_on), "device": device, "precision": precision,
