@@ -395,11 +395,11 @@ def test_the_same_image_twice(tmp_path):
 def test_a_task_file_with_an_unknown_field(tmp_path, tiny_bert):
     task = text_task(tmp_path, tiny_bert, ticket_rows(150, 1), ticket_rows(30, 2), epochs=3)
     line = fails(task, tmp_path, code=2)
-    assert str(task) in line and "unknown field(s) epochs" in line and "(valid: name, kind," in line
+    assert str(task) in line and "unknown field(s) epochs" in line and "(valid for kind text-classification: name, kind," in line
 
 
 def test_a_task_file_with_an_unknown_kind_lists_the_kinds(tmp_path, tiny_bert):
     task = text_task(tmp_path, tiny_bert, ticket_rows(150, 1), ticket_rows(30, 2), kind="text-regression")
     line = fails(task, tmp_path, code=2)
     assert str(task) in line and "unknown kind 'text-regression'" in line
-    assert "(valid: text-classification, token-classification, image-classification)" in line
+    assert "(valid: text-classification, token-classification, image-classification, causal-lm)" in line
