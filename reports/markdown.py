@@ -9,7 +9,7 @@ def _escape(text: str) -> str:
 
 
 def section_table(section: Section) -> str:
-    extra = ["95% CI", "vs best"] if section.ties else []
+    extra = (["95% CI", "vs best"] if section.ties else []) + (["vs zero-shot"] if section.baseline else [])
     header = ["method"] + [_header(c) for c in section.columns[:1]] + extra + \
         [_header(c) for c in section.columns[1:]] + ["status"]
     lines = ["| " + " | ".join(header) + " |",
@@ -21,8 +21,10 @@ def section_table(section: Section) -> str:
             if col.speed and row.contended and row.stats[col.metric].n:
                 text += "\\" + CONTENDED_MARK  # escaped: a lone * must not open emphasis
             cells.append(f"**{text}**" if row.method in section.best.get(col.metric, ()) else text)
-            if i == 0 and extra:
+            if i == 0 and section.ties:
                 cells += [section.interval(row.method), section.versus_best(row.method)]
+            if i == 0 and section.baseline:
+                cells.append(section.versus_baseline(row.method))
         why = "; ".join(row.reasons)  # each reason names its status ("skipped: ...")
         status = row.status if row.all_ok else f"{row.status}: {why}" if row.ok_runs else why
         if row.contended:
@@ -48,7 +50,8 @@ def markdown_report(sections: list[Section], title: str) -> str:
              "processes took part of the machine during their timed steps: see the status column)."]
     for s in sections:
         env = dict(s.env)
-        conditions = ", ".join(f"{k} {env[k]}" for k in ("device", "GPU", "git commit") if k in env)
+        conditions = ", ".join(f"{k} {env[k]}" for k in ("device", "GPU", "git commit", "weights",
+                                                         "generation latency") if k in env)
         parts += ["", f"## {s.title}", "", f"budget `{s.budget}`, model `{s.model}`; {conditions}", ""]
         if s.note:
             parts += [f"*Note.* {s.note}", ""]

@@ -186,9 +186,11 @@ def section_plots(section: Section, colors: dict) -> list[tuple[str, str, str]]:
         svg = pareto_plot(section, x_metric, x_label, log_x, colors)
         if svg:
             out.append(("pareto", f"{section.metric} vs {x_label}", svg))
+    latency = ([("ttft_ms_p50", "TTFT p50"), ("tpot_ms_p50", "TPOT p50")], "batch-1 generation latency", "ms") \
+        if section.causal_lm else ([("latency_p50_ms", "p50"), ("latency_p95_ms", "p95")], "batch-1 latency", "ms")
     for metrics, title, ylabel in (
         ([("train_examples_per_s", "train")], "training throughput", "examples/s"),
-        ([("latency_p50_ms", "p50"), ("latency_p95_ms", "p95")], "batch-1 latency", "ms"),
+        latency,
     ):
         svg = bar_plot(section, metrics, title, ylabel, colors)
         if svg:

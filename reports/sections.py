@@ -37,7 +37,48 @@ COST_COLUMNS = {
     "latency_merged_p50_ms": "latency p50 merged",
     "adapter_tensor_mb": "adapter size",
 }
+# A decoder LM's section (`causal_lm`): what a generator's user weighs instead. The headline (generated accuracy or
+# span F1) comes first and, where the section has a zero-shot row, its gain over that row; memory is GPU memory
+# (allocated) on CUDA runs, the process's peak RSS otherwise; columns no run recorded (ll_accuracy on NER) are dropped.
+LLM_COLUMNS = {
+    "invalid_rate": "invalid rate",
+    "ll_accuracy": "ll accuracy",  # the label words' likelihood ranking (classification tasks)
+    "forgetting": "forgetting",
+    "trainable_params": "trainable params",
+    "peak_train_mb": "peak train RSS",
+    "cuda_peak_train_allocated_mb": "peak train GPU memory",
+    "peak_infer_mb": "peak inference RSS",
+    "cuda_peak_infer_allocated_mb": "peak inference GPU memory",
+    "train_tokens_per_s": "train throughput",
+    "ttft_ms_p50": "TTFT p50",
+    "ttft_merged_ms_p50": "TTFT p50 merged",
+    "tpot_ms_p50": "TPOT p50",
+    "tpot_merged_ms_p50": "TPOT p50 merged",
+    "ttft_overhead_pct": "TTFT overhead",
+    "tpot_overhead_pct": "TPOT overhead",
+}
+RSS_COLUMNS = {"peak_train_mb": "cuda_peak_train_allocated_mb", "peak_infer_mb": "cuda_peak_infer_allocated_mb"}
+# What only a generator records: how records without `info.task.kind` (older ones) are told apart.
+GENERATION_FIGURES = ("ttft_ms_p50", "tpot_ms_p50", "generated_tokens_per_s", "invalid_rate", "forgetting")
 SECTION_KEYS = ("suite", "task", "budget", "model", "device")
+
+
+def is_causal_lm(records: list[dict]) -> bool:
+    """Runs of a decoder LM's task (suites/causal_lm.py): their `info.task.kind` (bench/execute/worker.py) says
+    `causal-lm`; records without a kind, by the generation figures they hold. Never by the suite's name."""
+    kind = recorded_task_info(records).get("kind")
+    if kind:
+        return kind == "causal-lm"
+    return any(name in (r.get("metrics") or {}) for r in records for name in GENERATION_FIGURES)
+
+
+def is_zero_shot(record: dict) -> bool:
+    """A run that trained nothing (method kind `none`: the untouched model), by its recorded configuration; the
+    method's name where the record has none."""
+    method = (record.get("config") or {}).get("method")
+    if isinstance(method, dict) and method.get("kind"):
+        return method["kind"] == "none"
+    return record.get("method") == "zero-shot"
 
 
 def higher_is_better(metric: str) -> bool | None:
@@ -149,6 +190,11 @@ class Section:
     # Headline metric: each method against the best (bench/judge/ties.py) and its 95% interval over examples.
     ties: dict = field(default_factory=dict)
     intervals: dict = field(default_factory=dict)
+    causal_lm: bool = False  # a decoder LM's task: the LLM_COLUMNS table
+    # The zero-shot row (the untouched model) where the section has one with a score, and each method's headline
+    # against it (bench/judge/ties.py compare: method minus zero-shot, paired where predictions were saved).
+    baseline: str | None = None
+    gains: dict = field(default_factory=dict)
 
     def versus_best(self, method: str) -> str:
         """`best`, `tied`, `-0.031 [-0.05, -0.01]`, or `-0.031 (no interval)` for the section's tables."""
@@ -157,6 +203,18 @@ class Section:
             return "–"
         if c.basis == "itself":
             return "best"
+        if c.basis == "none":
+            return f"{c.diff:+.3f} (no interval: {c.note})" if c.note else f"{c.diff:+.3f} (no interval)"
+        return ("tied " if c.tied else "") + f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+
+    def versus_baseline(self, method: str) -> str:
+        """`+0.125 [+0.06, +0.19]` (the gain over the zero-shot row), `tied +0.010 [...]` when its interval holds 0,
+        `baseline` for the zero-shot row itself, `–` without a score."""
+        if method == self.baseline:
+            return "baseline"
+        c = self.gains.get(method)
+        if c is None:
+            return "–"
         if c.basis == "none":
             return f"{c.diff:+.3f} (no interval: {c.note})" if c.note else f"{c.diff:+.3f} (no interval)"
         return ("tied " if c.tied else "") + f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
@@ -208,21 +266,27 @@ def _section(key: dict, records: list[dict]) -> Section:
         if len(configs[label]) > 1:
             label += f" (config {r.get('config_id') or 'unrecorded'})"
         by_method.setdefault(label, []).append(r)
+    causal = is_causal_lm(records)
     columns = ([Column(metric, metric, headline=True)] if metric else []) + \
-        [Column(m, label) for m, label in COST_COLUMNS.items()]
+        [Column(m, label) for m, label in (LLM_COLUMNS if causal else COST_COLUMNS).items()]
+    # A decoder LM's section still measures the encoder table's figures the plots draw (throughput, latency).
+    hidden = [Column(m, label) for m, label in COST_COLUMNS.items() if causal and m not in LLM_COLUMNS]
     rows, unpooled = [], []
     for method, runs in by_method.items():
         row = MethodRow(method, runs)
-        for col in columns:
+        for col in columns + hidden:
             spread = reference_spread(col.metric, row.ok_runs)  # e.g. MFUs divided by different peaks: not averaged
             row.stats[col.metric] = stat([] if spread else [r["metrics"].get(col.metric, math.nan) for r in row.ok_runs])
-            if spread:
+            if spread and col not in hidden:
                 unpooled.append(f"{col.label} of {method} ({spread})")
         rows.append(row)
     if metric:  # best first, as a reader scans the table; rows without a score (failed runs) last
         rows.sort(key=lambda row: best_first(metric, row.mean(metric)))
     # Keep the headline column even when every run failed (the table must say so); drop empty cost columns.
     columns = [c for c in columns if c.headline or any(row.stats[c.metric].n for row in rows)]
+    if causal:  # on CUDA runs GPU memory, not the host process's RSS, is what limits
+        shown = {c.metric for c in columns}
+        columns = [c for c in columns if RSS_COLUMNS.get(c.metric) not in shown]
     best = best_methods(rows, columns)
     versus, intervals = {}, {}
     if metric:
@@ -232,10 +296,39 @@ def _section(key: dict, records: list[dict]) -> Section:
         intervals = {m: ties.method_interval(metric, rs) for m, rs in runs.items()}
         if versus:  # every method tied with the best is highlighted, not only the raw maximum
             best[metric] = {m for m, c in versus.items() if c.tied}
+    baseline, gains = _zero_shot(metric, rows) if causal else (None, {})
     return Section(**key, metric=metric, rows=rows, columns=columns, best=best, env=environment(key, records),
                    note=" ".join(filter(None, [info.get("note"), _data_warnings(records), _unpooled_note(unpooled),
-                                               _contended_note(rows)])), ties=versus,
-                   intervals=intervals)
+                                               _contended_note(rows), _generation_note(causal, metric, baseline)])),
+                   ties=versus, intervals=intervals, causal_lm=causal, baseline=baseline, gains=gains)
+
+
+def _zero_shot(metric: str | None, rows: list[MethodRow]) -> tuple[str | None, dict]:
+    """(the zero-shot row's label, {method: its headline minus zero-shot's}); (None, {}) without a scored one."""
+    if not metric:
+        return None, {}
+    base = next((row for row in rows if row.ok_runs and all(is_zero_shot(r) for r in row.runs)
+                 and not math.isnan(row.mean(metric))), None)
+    if base is None:
+        return None, {}
+    from bench.judge import ties
+    return base.method, {row.method: ties.compare(metric, row.ok_runs, base.ok_runs) for row in rows
+                         if row is not base and not math.isnan(row.mean(metric))}
+
+
+def _generation_note(causal: bool, metric: str | None, baseline: str | None) -> str:
+    if not causal:
+        return ""
+    return ("Generation: the headline is scored on the generated answers; invalid rate: answers that parse to no "
+            "answer; ll accuracy: the class whose label words the model finds likeliest; forgetting: the causal-LM "
+            "loss on general text after training minus the untouched model's (nats per token, negative: it fell); TTFT and TPOT: batch-1 greedy time to the first token and per "
+            "further token (how: the environment's generation latency), with the adapter, and merged into the base "
+            "where the method merges; overhead: the unmerged adapter's over the base with the adapter switched off, "
+            "in % (– where nothing switches off: full fine-tuning, zero-shot, methods that change the base in "
+            "place)." + (f" vs zero-shot: {metric} minus the zero-shot row's (the untouched model), with its 95% "
+                         f"interval, drawn as for vs best." if baseline else
+                         " No zero-shot row (`--methods ...,zero-shot`): the gain over the untouched model is not "
+                         "shown."))
 
 
 def _data_warnings(records: list[dict]) -> str:
@@ -296,6 +389,10 @@ def environment(key: dict, records: list[dict]) -> list[tuple[str, str]]:
         ("data used", _distinct(
             ", ".join(f"{n} {r['metrics'][n]:g}" for n in ("train_examples", "eval_examples", "steps")
                       if n in r["metrics"]) for r in ok)),
+        ("weights", _distinct((r.get("info") or {}).get("weights") for r in ok)),  # e.g. dequantised from a GGUF
+        ("generation latency", _distinct(
+            f"{g.get('latency_method')}, batch 1, {g.get('prompt_tokens')}-token prompt, {g.get('new_tokens')} new "
+            f"tokens" for r in ok if (g := (r.get("info") or {}).get("generation_latency")))),
         ("runs", _distinct(r.get("invocation") for r in records)),
         ("started", _span(sorted(r["started_at"] for r in records if r.get("started_at")))),
     ]

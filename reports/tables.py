@@ -8,24 +8,29 @@ import pandas as pd
 
 from bench.core.files import replaced_atomically
 from bench.core.metrics import best_first, chance_level, mean_std, metric_info, near_chance, reference_spread
-from reports.sections import CONTENDED_MARK, contention_note, is_speed
+from reports.sections import CONTENDED_MARK, contention_note, is_causal_lm, is_speed
 
 ID_COLUMNS = ["suite", "task", "method", "seed", "status", "budget", "model", "device", "config_id", "run_id", "invocation",
               "started_at", "finished_at", "error"]
 SUMMARY_COLUMNS = {  # column in the printed summary <- metric
+    "invalid": "invalid_rate",  # causal-LM tasks only (as are forgetting and TTFT)
+    "forgetting": "forgetting",
     "trainable %": "trainable_pct",
     "peak RSS MB": "peak_train_mb",
     "GPU MB": "cuda_max_allocated_mb",  # GPU runs only (dropped when no run has it)
     "train ex/s": "train_examples_per_s",
     "MFU": "train_mfu",
     "train tok/s": "train_tokens_per_s",
+    "TTFT ms": "ttft_ms_p50",  # a generator's batch-1 time to first token, in place of the forward's p50
     "p50 ms": "latency_p50_ms",
     "p95 ms": "latency_p95_ms",
     "merged p50 ms": "latency_merged_p50_ms",
     "size MB": "adapter_tensor_mb",
     "wall s": "wall_time_s",
 }
-OPTIONAL_COLUMNS = ["GPU MB"]
+OPTIONAL_COLUMNS = ["GPU MB", "invalid", "forgetting", "TTFT ms"]
+# A causal-LM task's row leaves these out: the batch-1 forward is not what a generator's user waits for (TTFT is).
+FORWARD_LATENCY = ["p50 ms", "p95 ms", "merged p50 ms"]
 def long_table(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -61,6 +66,8 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
     columns format_summary marks (hidden column `contended`).
     """
     wide = wide_table(records)
+    causal = {t for t in dict.fromkeys(r.get("task") for r in records)
+              if is_causal_lm([r for r in records if r.get("task") == t])}
     rows = []
     for (task, method), g in wide.groupby(["task", "method"], sort=False):
         ok = g[g.status == "ok"]
@@ -75,6 +82,8 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
             row[col] = math.nan if spread else mean_std(ok[name] if name in ok else [])[0]
             if spread:
                 notes.append(f"{col} left out: {spread}")
+        for col in FORWARD_LATENCY if task in causal else ():
+            row[col] = math.nan
         if not len(ok):
             notes.append(str(g.error.iloc[-1])[:70])
         elif near_chance(row["value"], chance := chance_level(
@@ -93,7 +102,8 @@ def summary(records: list[dict], metric_of: dict[str, str]) -> pd.DataFrame:
         rows = sorted(range(len(frame)), key=lambda i: (order[frame.task[i]],
                                                         best_first(frame.metric[i], frame.value[i])))
         frame = frame.iloc[rows].reset_index(drop=True)
-    return frame.drop(columns=[c for c in OPTIONAL_COLUMNS if c in frame and frame[c].isna().all()])
+    optional = OPTIONAL_COLUMNS + (FORWARD_LATENCY if causal else [])  # an encoder grid's table is unchanged
+    return frame.drop(columns=[c for c in optional if c in frame and frame[c].isna().all()])
 
 
 def _status(g: pd.DataFrame) -> str:

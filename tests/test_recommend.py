@@ -143,3 +143,99 @@ def test_commit_and_since_take_budget_model_and_device_from_the_runs_they_select
     assert "budget quick" in result.title and f"{len(old)} runs" in result.title
     with pytest.raises(UsageError, match="commit abc123"):  # a given condition the commit lacks: said as such
         rec.recommend(history, "smoke", "sentiment", [], commit="abc123", budget="smoke")
+
+
+# A causal-LM task's figures (suites/causal_lm.py, bench/meters/generation.py): forgetting in nats per token, the
+# unmerged adapter's TTFT and TPOT overhead over its base in %; full fine-tuning and zero-shot switch no adapter off,
+# so they record no overhead, and a run made before forgetting was measured records none.
+LLM = {
+    "full": dict(accuracy=0.92, forgetting=0.40),
+    "lora": dict(accuracy=0.90, forgetting=0.03, ttft_overhead_pct=8.0, tpot_overhead_pct=12.0),
+    "prompt-tuning": dict(accuracy=0.85, forgetting=0.00, ttft_overhead_pct=35.0, tpot_overhead_pct=2.0),
+    "ia3": dict(accuracy=0.84, ttft_overhead_pct=3.0, tpot_overhead_pct=4.0),  # no forgetting figure
+    "zero-shot": dict(accuracy=0.60, forgetting=0.0),
+}
+
+
+def llm_records():
+    return [record(method=m, seed=s, majority_rate=0.5, peak_train_mb=600.0, train_examples_per_s=50.0,
+                   trainable_pct=1.0, **{k: v + s * 1e-3 for k, v in f.items()}) for m, f in LLM.items() for s in SEEDS]
+
+
+def llm_run(*constraints):
+    return rec.recommend(llm_records(), "smoke", "sentiment", list(constraints))
+
+
+def test_max_forgetting_excludes_methods_above_it_and_keeps_those_without_the_figure():
+    result = llm_run(rec.Constraint(rec.FORGETTING, rec.parse_forgetting("0.05"), True, missing_ok=True))
+    table = result.table.set_index("method")
+    assert not table.loc["full", "eligible"] and "fails forgetting <= 0.05 nats (0.401 nats)" == \
+        table.loc["full", "reason"]
+    assert table.loc[["lora", "prompt-tuning", "ia3", "zero-shot"], "eligible"].all() and result.top == "lora"
+    text = rec.format_result(result, "metric")
+    assert "constraints: forgetting <= 0.05 nats" in text
+    assert "note: --max-forgetting keeps ia3 (recorded no forgetting figure: not excluded by it)" in text
+    # Without missing_ok a missing figure fails, as for every other bound: the flag is what keeps ia3.
+    assert not llm_run(rec.Constraint(rec.FORGETTING, 0.05, True)).table.set_index("method").loc["ia3", "eligible"]
+
+
+def test_max_overhead_bounds_the_worse_of_ttft_and_tpot_and_counts_no_adapter_as_zero():
+    result = llm_run(rec.Constraint(rec.OVERHEAD, rec.parse_overhead("10%"), True))
+    table = result.table.set_index("method")
+    # lora: TTFT 8% but TPOT 12%; prompt-tuning: TPOT 2% but TTFT 35%: both exceed 10% on one of them.
+    assert set(table.index[~table.eligible]) == {"lora", "prompt-tuning"}
+    assert "fails adapter overhead (worse of TTFT, TPOT) <= 10% (12%)" == table.loc["lora", "reason"]
+    assert table.loc["prompt-tuning", rec.OVERHEAD] == pytest.approx(35.0005)
+    assert table.loc[["full", "zero-shot"], rec.OVERHEAD].tolist() == [0.0, 0.0] and result.top == "full"
+    text = rec.format_result(result, "metric")
+    assert "constraints: adapter overhead (worse of TTFT, TPOT) <= 10%" in text and " overhead " in text
+    assert "note: --max-overhead counts full, zero-shot as 0% (recorded no adapter overhead figure " \
+           "(ttft/tpot_overhead_pct): no adapter switched off at inference)" in text
+    assert llm_run(rec.Constraint(rec.OVERHEAD, 40.0, True)).table.eligible.all()  # 35% passes a 40% bound
+
+
+def test_both_bounds_together_and_a_task_without_the_figures():
+    result = llm_run(rec.Constraint(rec.FORGETTING, 0.05, True, missing_ok=True),
+                     rec.Constraint(rec.OVERHEAD, 5.0, True))
+    assert set(result.table.method[result.table.eligible]) == {"ia3", "zero-shot"} and result.top == "ia3"
+    # An encoder task records neither: nothing is excluded, and the output says why.
+    plain = run([rec.Constraint(rec.FORGETTING, 0.05, True, missing_ok=True), rec.Constraint(rec.OVERHEAD, 5.0, True)])
+    assert plain.table.eligible.all()
+    text = rec.format_result(plain, "metric")
+    assert "note: --max-forgetting keeps every method: none recorded a forgetting figure (causal-LM tasks record " \
+           "it), so it excludes none" in text
+    assert "note: --max-overhead counts every method as 0%: none recorded an adapter overhead figure" in text
+
+
+@pytest.mark.parametrize("func, text, value", [
+    (rec.parse_forgetting, "0.05", 0.05), (rec.parse_forgetting, "0.1 nats", 0.1), (rec.parse_forgetting, "-0.01", -0.01),
+    (rec.parse_overhead, "10%", 10.0), (rec.parse_overhead, "150", 150.0), (rec.parse_overhead, "0", 0.0)])
+def test_forgetting_and_overhead_bounds_parse(func, text, value):
+    assert func(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("func, text", [(rec.parse_forgetting, "5%"), (rec.parse_forgetting, "lots"),
+                                        (rec.parse_forgetting, "1GB"), (rec.parse_overhead, "-5"),
+                                        (rec.parse_overhead, "10 nats"), (rec.parse_overhead, "")])
+def test_bad_forgetting_and_overhead_bounds_name_the_value(func, text):
+    with pytest.raises(UsageError, match=repr(text).replace("-", r"\-")):
+        func(text)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-forgetting", "lots"], "bad --max-forgetting 'lots' (expected nats per token"),
+    (["--max-overhead", "-5"], "bad --max-overhead '-5' (expected a percentage of the base model's latency"),
+    (["--max-overhead", "1GB"], "bad --max-overhead '1GB'"),
+])
+def test_bad_forgetting_and_overhead_values_are_one_line_usage_errors(tmp_path, args, message):
+    from bench.results.store import ResultStore
+    store = ResultStore(tmp_path / "llm")
+    for r in llm_records():
+        store.append(r)
+    proc = run_bench("recommend", "--suite", "smoke", "--results", str(tmp_path / "llm"), *args)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    good = run_bench("recommend", "--suite", "smoke", "--results", str(tmp_path / "llm"), "--max-forgetting", "0.05",
+                     "--max-overhead", "5%")
+    assert good.returncode == 0, good.stderr
+    assert "constraints: forgetting <= 0.05 nats, adapter overhead (worse of TTFT, TPOT) <= 5%" in good.stdout
+    assert "Recommendation (priority metric): ia3" in good.stdout

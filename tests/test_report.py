@@ -12,7 +12,7 @@ from bench.judge.pareto import frontier, pareto_mask
 from bench.results.store import ResultStore
 from reports.html import load_records, render_html, write_report
 from reports.markdown import markdown_report
-from reports.sections import build_sections, fmt_stat
+from reports.sections import COST_COLUMNS, build_sections, fmt_stat
 
 # --- Pareto -------------------------------------------------------------------------------------------
 
@@ -349,3 +349,150 @@ def test_an_int8_runs_mfu_is_not_shown_as_comparable_with_float_runs():
     table = summary(recs, {"sentiment": "accuracy"}).set_index("method")
     assert math.isnan(table.loc["int8-lora", "MFU"]) and table.loc["lora", "MFU"] == pytest.approx(0.30)
     assert "int8 base: FLOPs counted as float" in table.loc["int8-lora", "note"]
+
+
+# --- a decoder LM's section (suites/causal_lm.py) ----------------------------------------------------------
+
+
+def llm_record(method, seed=0, task="sst2-gen", suite="llm", kind="peft", device="cpu", headline="accuracy",
+               **metrics):
+    """A causal-LM run's record as the worker writes it: info.task with kind causal-lm, the method's kind in its
+    configuration, the generation figures (a peft method's overhead over its base; none for full or zero-shot)."""
+    r = record(method, seed, task=task, suite=suite, device=device)
+    del r["metrics"]["accuracy"]
+    r["metrics"].update({headline: 0.8, "invalid_rate": 0.05, "forgetting": 0.02, "peak_infer_mb": 520.0,
+                         "train_tokens_per_s": 900.0, "ttft_ms_p50": 12.0, "tpot_ms_p50": 4.0,
+                         "ttft_base_ms_p50": 10.0, "tpot_base_ms_p50": 3.2, "ttft_overhead_pct": 20.0,
+                         "tpot_overhead_pct": 25.0, "generated_tokens_per_s": 150.0,
+                         **({"ll_accuracy": 0.82} if headline == "accuracy" else {}), **metrics})
+    for name in [n for n in r["metrics"] if r["metrics"][n] is None]:  # None: a figure this method does not record
+        del r["metrics"][name]
+    r["info"] = {"task": {"metric": headline, "note": "", "kind": "causal-lm"},
+                 "generation_latency": {"latency_method": "manual-cache", "prompt_tokens": 64, "new_tokens": 16},
+                 "weights": "dequantised from Q4_1 (model.gguf, sha256 0123456789ab)"}
+    r["config"] = {"method": {"name": method, "kind": kind}}
+    return r
+
+
+NO_ADAPTER = dict(ttft_overhead_pct=None, tpot_overhead_pct=None, ttft_base_ms_p50=None, tpot_base_ms_p50=None)
+
+
+@pytest.fixture
+def llm_records():
+    return [
+        *[llm_record("lora", s, accuracy=0.80 + s * 0.02, ttft_merged_ms_p50=10.1, tpot_merged_ms_p50=3.3)
+          for s in (0, 1)],
+        *[llm_record("full", s, kind="full", accuracy=0.86 + s * 0.02, forgetting=0.4, trainable_params=100_000,
+                     **NO_ADAPTER) for s in (0, 1)],
+        *[llm_record("zero-shot", s, kind="none", accuracy=0.50 + s * 0.02, invalid_rate=0.3, forgetting=0.0,
+                     trainable_params=0, train_tokens_per_s=None, **NO_ADAPTER) for s in (0, 1)],
+        {**record("prompt-tuning", status="failed", error="RuntimeError: boom", suite="llm", task="sst2-gen"),
+         "info": {"task": {"metric": "accuracy", "note": "", "kind": "causal-lm"}}},
+    ]
+
+
+LLM_HEADERS = ["method", "accuracy ↑", "95% CI", "vs best", "vs zero-shot", "invalid rate ↓", "ll accuracy ↑",
+               "forgetting (nats) ↓", "trainable params ↓", "peak train RSS (MB) ↓", "peak inference RSS (MB) ↓",
+               "train throughput (tokens/s) ↑", "TTFT p50 (ms) ↓", "TTFT p50 merged (ms) ↓", "TPOT p50 (ms) ↓",
+               "TPOT p50 merged (ms) ↓", "TTFT overhead (%) ↓", "TPOT overhead (%) ↓", "status"]
+
+
+def _md_table(md: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The first table of a Markdown report: its headers and {method: {header: cell}}."""
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    headers = [h.strip() for h in lines[0].strip("|").split(" | ")]
+    rows = {}
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        rows[cells[0].strip("`")] = dict(zip(headers, cells))
+    return headers, rows
+
+
+def test_a_causal_lm_section_shows_generation_figures_and_the_gain_over_zero_shot(llm_records, tmp_path):
+    (section,) = build_sections(llm_records)
+    assert section.causal_lm and section.baseline == "zero-shot"
+    headers, rows = _md_table(markdown_report([section], "T"))
+    assert headers == LLM_HEADERS  # the encoder table's columns (MFU, adapter size, forward latency) are not there
+    assert [m for m in rows] == ["full", "lora", "zero-shot", "prompt-tuning"]  # best first, the failed run last
+    # Each method against the zero-shot row (two seeds each: a t interval over seeds); the row itself: baseline.
+    assert rows["lora"]["vs zero-shot"] == "+0.300 " + _t_interval(0.30) and rows["zero-shot"]["vs zero-shot"] == \
+        "baseline"
+    assert rows["full"]["vs zero-shot"].startswith("+0.360 [") and rows["prompt-tuning"]["vs zero-shot"] == "–"
+    assert rows["lora"]["TTFT overhead (%) ↓"] == "20 ± 0" and rows["full"]["TTFT overhead (%) ↓"] == "–"
+    assert rows["lora"]["TTFT p50 merged (ms) ↓"] == "10.1 ± 0" and rows["full"]["TTFT p50 merged (ms) ↓"] == "–"
+    assert rows["zero-shot"]["forgetting (nats) ↓"] == "**0 ± 0**"
+    assert rows["full"]["forgetting (nats) ↓"] == "0.4 ± 0"
+    assert rows["zero-shot"]["invalid rate ↓"] == "0.3000 ± 0.0000" and rows["lora"]["ll accuracy ↑"] == \
+        "**0.8200 ± 0.0000**"
+    assert "vs zero-shot: accuracy minus the zero-shot row's" in section.note
+    md = markdown_report([section], "T")
+    assert "weights dequantised from Q4_1" in md and "generation latency manual-cache, batch 1, 64-token prompt" in md
+    # The page has the same columns and the gain, sortable by its value.
+    html = render_html(llm_records, [tmp_path])
+    assert ">vs zero-shot</button>" in html and ">TTFT overhead <span" in html and ">MFU<" not in html
+    row_html = dict(re.findall(r'<tr class="method [a-z]+" data-method="([^"]+)">(.*?)</tr>', html, re.S))
+    assert re.search(r'class="vs-zero-shot" data-sort="0\.3\d*">\+0\.300 \[', row_html["lora"])
+    assert '<td class="vs-zero-shot" data-sort="0">baseline</td>' in row_html["zero-shot"]
+    assert "batch-1 generation latency" in html  # the latency bars are TTFT and TPOT
+
+
+def _t_interval(diff: float) -> str:
+    from bench.judge import stats
+    low, high = stats.t_interval(diff, math.sqrt(2 * 2e-4 / 2), 2)
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def test_the_llm_table_is_chosen_by_the_records_never_by_the_suite_name(llm_records):
+    """A causal-LM task in a suite of any name gets the generation table; an encoder task in a suite named llm keeps
+    the encoder table; records older than info.task.kind are told apart by their generation figures."""
+    renamed = [dict(r, suite="my-own") for r in llm_records]
+    assert build_sections(renamed)[0].causal_lm
+    encoder = [record("lora", suite="llm"), record("zero-shot", suite="llm")]
+    for r in encoder:
+        r["info"] = {"task": {"metric": "accuracy", "note": "", "kind": "text-classification"}}
+    (section,) = build_sections(encoder)
+    assert not section.causal_lm and section.baseline is None
+    assert [c.metric for c in section.columns][1:] == [m for m in COST_COLUMNS if m in encoder[0]["metrics"]]
+    assert "vs zero-shot" not in markdown_report([section], "T") and "Generation:" not in section.note
+    old = [dict(r, info={}) for r in llm_records]  # no info.task: the generation figures decide
+    assert build_sections(old)[0].causal_lm
+
+
+def test_without_a_zero_shot_row_the_llm_section_says_so_and_on_cuda_shows_gpu_memory(llm_records):
+    gpu = [r for r in llm_records if r["method"] != "zero-shot"]
+    for r in gpu:
+        r["metrics"].update(cuda_peak_train_allocated_mb=700.0, cuda_peak_infer_allocated_mb=300.0)
+    (section,) = build_sections(gpu)
+    assert section.baseline is None and "No zero-shot row" in section.note
+    headers, _ = _md_table(markdown_report([section], "T"))
+    assert "vs zero-shot" not in headers
+    assert "peak train GPU memory (MB) ↓" in headers and "peak inference GPU memory (MB) ↓" in headers
+    assert not any("RSS" in h for h in headers)  # the host's RSS is not what limits a GPU run
+
+
+def test_a_span_f1_task_drops_ll_accuracy_and_compares_span_f1(llm_records):
+    ner = [llm_record("lora", s, task="conll-gen", headline="span_f1", span_f1=0.6 + s / 100) for s in (0, 1)] + \
+          [llm_record("zero-shot", s, task="conll-gen", headline="span_f1", kind="none", span_f1=0.1,
+                      **NO_ADAPTER) for s in (0, 1)]
+    (section,) = build_sections(ner)
+    headers, rows = _md_table(markdown_report([section], "T"))
+    assert headers[1] == "span_f1 ↑" and "ll accuracy ↑" not in headers
+    assert rows["lora"]["vs zero-shot"].startswith("+0.505 [")
+
+
+def test_the_printed_summary_shows_invalid_rate_forgetting_and_ttft_for_causal_lm_tasks(llm_records):
+    from reports.tables import format_summary, summary
+    frame = summary(llm_records, {"sst2-gen": "accuracy"})
+    table = frame.set_index("method")
+    assert table.loc["lora", "invalid"] == pytest.approx(0.05) and table.loc["full", "forgetting"] == 0.4
+    assert table.loc["lora", "TTFT ms"] == 12.0
+    assert not {"p50 ms", "p95 ms", "merged p50 ms"} & set(table.columns)  # the forward's latency: not a generator's
+    header = format_summary(frame).splitlines()[0].split()
+    assert header[:8] == ["task", "method", "status", "n", "metric", "value", "invalid", "forgetting"]
+    # An encoder grid's summary is unchanged; in a mixed grid each task keeps its own latency figures.
+    encoder = summary([record("lora"), record("head")], {"sentiment": "accuracy"})
+    assert "p50 ms" in encoder and not {"invalid", "forgetting", "TTFT ms"} & set(encoder.columns)
+    mixed = summary(llm_records + [record("lora")], {"sst2-gen": "accuracy", "sentiment": "accuracy"})
+    by = mixed.set_index(["task", "method"])
+    assert by.loc[("sentiment", "lora"), "p50 ms"] == 2.0 and math.isnan(by.loc[("sst2-gen", "lora"), "p50 ms"])
+    assert math.isnan(by.loc[("sentiment", "lora"), "TTFT ms"]) and by.loc[("sst2-gen", "lora"), "TTFT ms"] == 12.0

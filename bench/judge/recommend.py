@@ -8,7 +8,8 @@ is near chance rank last: their cost figures describe a fine-tune that did not w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -25,20 +26,51 @@ SIZE = "adapter_tensor_mb"
 
 
 HEADLINE, MEMORY = "<headline>", "<memory>"  # placeholders for the task's metric and the device's memory
+FORGETTING = "forgetting"  # causal-LM tasks: loss on general text after training minus before, nats per token
+# --max-overhead bounds the adapter's generation overhead: the larger of its TTFT and TPOT overheads over the base
+# model with the adapter switched off (each a mean over seeds, in %; bench/meters/generation.py), so a prompt method
+# that slows the prefill and a LoRA that slows every decode step are both held to it. Figures of the unmerged
+# adapter (merging removes a LoRA's overhead; the report shows merged TTFT/TPOT). A method that records neither
+# (full fine-tuning, zero-shot, methods that change the base in place: no adapter to switch off) counts as 0.
+OVERHEAD = "inference_overhead_pct"
+OVERHEAD_OF = ("ttft_overhead_pct", "tpot_overhead_pct")
 
 
 @dataclass
 class Constraint:
-    metric: str  # a metric name, HEADLINE or MEMORY
+    metric: str  # a metric name, HEADLINE, MEMORY or OVERHEAD
     bound: float
     upper: bool  # True: value <= bound; False: value >= bound
+    missing_ok: bool = False  # a method without the figure passes (--max-forgetting; the output says which)
 
     @property
     def label(self) -> str:
         return f"{_name(self.metric)} {'<=' if self.upper else '>='} {_show(self.metric, self.bound)}"
 
     def ok(self, value: float) -> bool:
-        return not math.isnan(value) and (value <= self.bound if self.upper else value >= self.bound)
+        if math.isnan(value):
+            return self.missing_ok
+        return value <= self.bound if self.upper else value >= self.bound
+
+
+_NUMBER = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(%|nats?)?\s*", re.IGNORECASE)
+
+
+def parse_forgetting(text: str) -> float:
+    """--max-forgetting: nats per token ('0.05', '0.05nats'); negative bounds (the loss must fall) are allowed."""
+    match = _NUMBER.fullmatch(str(text))
+    if match is None or (match.group(2) or "nats").lower() not in ("nat", "nats"):
+        raise UsageError(f"bad --max-forgetting {text!r} (expected nats per token of general text, e.g. 0.05)")
+    return float(match.group(1))
+
+
+def parse_overhead(text: str) -> float:
+    """--max-overhead: percent of the base model's latency ('10%' or '10' -> 10.0), 0 or more (above 100 allowed)."""
+    match = _NUMBER.fullmatch(str(text))
+    if match is None or (match.group(2) or "%") != "%" or float(match.group(1)) < 0:
+        raise UsageError(f"bad --max-overhead {text!r} (expected a percentage of the base model's latency, "
+                         f"0 or more, e.g. 10% or 25)")
+    return float(match.group(1))
 
 
 @dataclass
@@ -128,10 +160,23 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     if head is None:
         raise UsageError(f"task {task!r} records no task metric")
     placeholders = {HEADLINE: head, MEMORY: memory}
-    constraints = [Constraint(placeholders.get(c.metric, c.metric), c.bound, c.upper) for c in constraints]
+    constraints = [replace(c, metric=placeholders.get(c.metric, c.metric)) for c in constraints]
+    overhead = any(c.metric == OVERHEAD for c in constraints)
     wanted = list(dict.fromkeys([head, memory, SPEED, "trainable_pct", SIZE, "latency_p50_ms",
-                                 "majority_rate", "majority_macro_f1"] + [c.metric for c in constraints]))
+                                 "majority_rate", "majority_macro_f1"] + [c.metric for c in constraints]
+                                + (list(OVERHEAD_OF) if overhead else [])))
     table = method_table(ok, wanted)
+    notes = []
+    if overhead:  # the worse of TTFT's and TPOT's; no figure: no adapter switched off, so none
+        measured = table[list(OVERHEAD_OF)].max(axis=1, skipna=True)
+        table[OVERHEAD], table[f"{OVERHEAD}_std"] = measured.fillna(0.0), math.nan
+        notes.append(_missing_note(table, measured.isna(), "--max-overhead counts {} as 0%",
+                                   "an adapter overhead figure (ttft/tpot_overhead_pct)",
+                                   "no adapter switched off at inference"))
+    for c in constraints:
+        if c.missing_ok:
+            notes.append(_missing_note(table, table[c.metric].isna(), "--max-forgetting keeps {}",
+                                       "a forgetting figure", "not excluded by it"))
     table["near_chance"] = [near_chance(a, chance_level(head, m, f)) for a, m, f
                             in zip(table[head], table["majority_rate"], table["majority_macro_f1"])]
     reasons = []
@@ -167,7 +212,7 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
     table = table.sort_values(["rank", "method"], na_position="last").reset_index(drop=True)
     title = (f"{suite}/{task}: budget {condition['budget']}, model {condition['model']}, device {condition['device']} "
              f"({len(ok)} runs{', ' + selection if selection else ''})")
-    result = Result(title, table, head, memory, constraints)
+    result = Result(title, table, head, memory, constraints, notes=[n for n in notes if n])
     if not ranked:
         result.notes.append(nothing_satisfies(table, constraints))
         return result
@@ -180,6 +225,19 @@ def recommend(records: list[dict], suite: str, task: str, constraints: list[Cons
         result.notes.append(f"warning: every eligible method scored near chance on {head}; "
                             "train longer (a larger --budget) before trusting this choice")
     return result
+
+
+def _missing_note(table: pd.DataFrame, missing: pd.Series, does: str, what: str, why: str) -> str:
+    """Which methods a constraint could not judge by a figure and what it did with them (`does` holds a {} for
+    them), e.g. `note: --max-forgetting keeps ia3 (recorded no forgetting figure: not excluded by it)`; '' when every
+    method has the figure."""
+    methods = list(table.method[missing.values])
+    if not methods:
+        return ""
+    if len(methods) == len(table):
+        return (f"note: {does.format('every method')}: none recorded {what} (causal-LM tasks record it), so it "
+                f"excludes none")
+    return f"note: {does.format(', '.join(methods))} (recorded no {what.split(' ', 1)[1]}: {why})"
 
 
 def same_within_noise(metric: str, head: str, rows, by_method: dict, a: str, b: str) -> tuple[bool, str]:
@@ -295,13 +353,15 @@ def explain(table: pd.DataFrame, top: str, priority: str, head: str, memory: str
 def _name(metric: str) -> str:
     return {"peak_train_mb": "peak memory", "cuda_max_allocated_mb": "peak GPU memory",
             SPEED: "training speed", "trainable_pct": "trainable share", SIZE: "adapter size",
-            "latency_p50_ms": "latency"}.get(metric, metric)
+            "latency_p50_ms": "latency", OVERHEAD: "adapter overhead (worse of TTFT, TPOT)"}.get(metric, metric)
 
 
 def _show(metric: str, value: float) -> str:
     if value is None or math.isnan(value):
         return "not measured"
-    unit = metric_info(metric).unit
+    unit = "%" if metric == OVERHEAD else metric_info(metric).unit
+    if unit == "nats":
+        return f"{value:.3g} nats"
     if unit == "MB":
         return format_mb(value)
     if unit == "%":
@@ -326,6 +386,10 @@ def format_result(result: Result, priority: str) -> str:
         "memory": [_show(result.memory, v) for v in t[result.memory]],
         "train speed": [_show(SPEED, v) for v in t[SPEED]],
         "trainable": [_show("trainable_pct", v) for v in t.trainable_pct],
+        # the figures a --max-forgetting / --max-overhead bound judged, beside the others
+        **{label: [_show(metric, v) for v in t[metric]] for metric, label in ((FORGETTING, "forgetting"),
+                                                                               (OVERHEAD, "overhead"))
+           if any(c.metric == metric for c in result.constraints)},
         "n": t.n,
         "pareto": ["yes" if p else "" for p in t.pareto],
         "excluded": t.reason,
