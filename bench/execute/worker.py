@@ -156,7 +156,9 @@ def execute(spec: dict, record: dict, checkpoint=lambda record: None) -> None:
         metrics.update(peak.window("infer"))
         phase("latency")
         metrics.update(uncertainty(loaded.task, evaluated.predictions))  # after the windows: see `uncertainty`
-        metrics.update(forgetting(loaded, model, setting, general))  # after the windows too: a measurement's own
+        if general is not None:  # after the windows too: a measurement's own
+            metrics.update(forgetting(loaded, model, setting, general))
+            phase("forgetting")
         merged = measure_merged(loaded, model, setting)
         if merged is not None:
             metrics.update(merged)
