@@ -139,3 +139,16 @@ def test_tune_extends_an_edge_best_and_refines_around_every_best_then_run_keeps_
     row = json.loads((tmp_path / "fp32" / "results.jsonl").read_text().splitlines()[-1])
     assert (row["config"]["lr"], row["info"]["lr_source"]) == (head["lr"], "tuned")
     assert "python -m bench tune" not in same.stderr
+
+
+def test_a_flat_score_landscape_is_not_extended_past_its_edge():
+    """Every rate scoring the same (a model that learned nothing at any rate) puts the tie-break's smaller rate at the
+    grid's edge; that is no slope to follow, so no edge extension is run."""
+    from bench.judge.tuning import EDGE, STAGE2, Choice, grid
+    from methods import METHODS
+    rates = grid(METHODS["lora"].lr, 5, 100.0)
+    flat = Choice(METHODS["lora"], {lr: [0.0] for lr in rates}, min(rates), {"grid": rates})
+    assert flat.at_grid_edge and flat.next_rates(EDGE, 5, 100.0) == []
+    assert len(flat.next_rates(STAGE2, 5, 100.0)) == 2  # stage 2 still looks around the choice
+    sloped = Choice(METHODS["lora"], {lr: [i / 10] for i, lr in enumerate(rates)}, max(rates), {"grid": rates})
+    assert sloped.next_rates(EDGE, 5, 100.0) != []

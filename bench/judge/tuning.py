@@ -213,7 +213,9 @@ class Choice:
         centre, tried = self.method.lr, self.stage_scores("grid", EDGE)
         at = rung(best, centre, points, span)
         if stage == EDGE:
-            if len(self.stages.get(EDGE, [])) >= EDGE_POINTS or best not in (min(tried), max(tried)):
+            means = {round(sum(v) / len(v), 9) for v in tried.values() if v and all(math.isfinite(x) for x in v)}
+            flat = len(means) <= 1  # every rate scored the same: the edge is the tie-break's, not a slope to follow
+            if len(self.stages.get(EDGE, [])) >= EDGE_POINTS or best not in (min(tried), max(tried)) or flat:
                 return []
             return [rate(centre, points, span, at + (1 if best == max(tried) else -1))]
         if stage == STAGE2:
