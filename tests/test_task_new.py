@@ -184,3 +184,61 @@ def test_bad_data_is_one_line(tmp_path, data, message):
     (tmp_path / "notes.txt").write_text("hello\n")
     proc = _new("--data", str(tmp_path / data))
     assert proc.returncode == 1 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_written_files_run_unchanged(tmp_path):
+    """From data to results in two commands, for each kind of data: `task new` (with the test's tiny models), then
+    `bench run` on the files exactly as written."""
+    import os
+
+    import pandas as pd
+    from PIL import Image
+
+    from suites.smoke import build_tiny_bert, tiny_bert_dir
+    from suites.smoke_ner import vocabulary as ner_vocabulary
+    rng = random.Random(7)
+    bert, ner_bert = tiny_bert_dir(), build_tiny_bert("tiny-ner-bert-v1", ner_vocabulary())
+    written = []
+    (tmp_path / "tickets").mkdir()
+    for split, n in (("train", 120), ("test", 24)):
+        with open(tmp_path / "tickets" / f"{split}.csv", "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["body", "queue"])
+            out.writerows([_sentence(rng, 8), ["billing", "bug"][i % 2]] for i in range(n))
+        with open(tmp_path / f"pairs_{split}.csv", "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["premise", "hypothesis", "label"])
+            out.writerows([_sentence(rng, 12), _sentence(rng, 9), ["yes", "no"][i % 2]] for i in range(n))
+        with open(tmp_path / f"news_{split}.jsonl", "w") as f:
+            for i in range(n):
+                words = rng.choices(["john", "visited", "paris", "smith", "."], k=5)
+                f.write(json.dumps({"tokens": words, "tags": ["B-PER" if w == "john" else "B-LOC" if w == "paris"
+                                                              else "O" for w in words]}) + "\n")
+        (tmp_path / "reviews" / "data").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"sentence": [_sentence(rng, 10) for _ in range(n)], "label": ["neg", "pos"] * (n // 2)}) \
+            .to_parquet(tmp_path / "reviews" / "data" / f"{split}-00000-of-00001.parquet")
+        for c, cls in enumerate(("red", "blue")):
+            folder = tmp_path / "photos" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n // 2 + 10 * (split == "train")):
+                Image.new("RGB", (16, 16), (200 * (1 - c), i, 200 * c)).save(folder / f"{i}.png")
+    for data, model, name in ((tmp_path / "tickets" / "train.csv", bert, "tickets"),
+                              (tmp_path / "pairs_train.csv", bert, "pairs"),
+                              (tmp_path / "news_train.jsonl", ner_bert, "news"),
+                              (tmp_path / "reviews", bert, "reviews"),
+                              (tmp_path / "photos", None, "photos")):
+        if model is None:
+            models = os.environ.get("BENCH_MODEL_DIR")
+            if not models or not (Path(models) / "vision/mobilenet_v1_0.25_128-imagenet").is_dir():
+                continue  # the image folder needs the tiny MobileNet (CI has it)
+            model = "vision/mobilenet_v1_0.25_128-imagenet"
+        out = tmp_path / f"{name}.yaml"
+        proc = _new("--data", str(data), "--model", str(model), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        written.append(out)
+    results = tmp_path / "out"
+    proc = run_bench("run", "--tasks", ",".join(map(str, written)), "--methods", "head,lora", "--budget", "smoke",
+                     "--out", str(results), "--no-report")
+    records = [json.loads(x) for x in (results / "results.jsonl").read_text().splitlines()]
+    assert {(r["task"], r["method"], r["status"]) for r in records} == \
+        {(p.stem, m, "ok") for p in written for m in ("head", "lora")}, proc.stderr
