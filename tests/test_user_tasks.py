@@ -403,3 +403,15 @@ def test_a_task_file_with_an_unknown_kind_lists_the_kinds(tmp_path, tiny_bert):
     line = fails(task, tmp_path, code=2)
     assert str(task) in line and "unknown kind 'text-regression'" in line
     assert "(valid: text-classification, token-classification, image-classification, causal-lm)" in line
+
+
+def test_report_history_compare_and_recommend_treat_a_user_task_like_a_shipped_one(user_grid, tmp_path):
+    out, proc = user_grid
+    assert "## custom / tickets" in (out / "report.md").read_text()  # the run wrote its report, a section per task
+    db = out.parent / "history.db"
+    hist = run_bench("history", "--db", str(db), "--suite", "custom", "--task", "tickets")
+    assert hist.returncode == 0 and "macro_f1" in hist.stdout, hist.stdout + hist.stderr
+    cmp = run_bench("compare", "--db", str(db), "--baseline", str(out), "--candidate", str(out), "--suite", "custom")
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    rec = run_bench("recommend", "--suite", "custom", "--task", "tickets", "--results", str(out))
+    assert rec.returncode == 0 and "Recommendation" in rec.stdout, rec.stdout + rec.stderr
