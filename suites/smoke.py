@@ -7,11 +7,10 @@ from a config with random weights, saved once to a cache folder so that every me
 from __future__ import annotations
 
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.cache import cache_root
+from bench.core.cache import built_once
 from suites.base import Budget
 from suites.text_classification import TextClassificationTask
 
@@ -52,27 +51,17 @@ def tiny_bert_dir() -> Path:
 
 def build_tiny_bert(name: str, vocab: list[str]) -> Path:
     """Build (once) a tiny random BERT with this vocabulary in the cache folder `name`; shared by smoke tasks."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    root = cache_root()
-    folder = root / name
-    if (folder / "config.json").is_file():
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root))
-    (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    # transformers 5 ignores `vocab_file=` here (every word became [UNK]); pass the vocabulary itself.
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(tmp)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    import torch
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(tmp)
-    try:
-        tmp.rename(folder)  # atomic: a concurrent builder either wins or finds the folder complete
-    except OSError:
-        pass
-    return folder
+    def build(folder: Path) -> None:
+        import torch
+        from transformers import BertConfig, BertModel, BertTokenizerFast
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        # transformers 5 ignores `vocab_file=` here (every word became [UNK]); pass the vocabulary itself.
+        BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+        config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=64)
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(folder)
+    return built_once(name, build)
 
 
 @dataclass

@@ -7,11 +7,10 @@ input and output embeddings are tied, as in SmolLM2, so every method meets the a
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.cache import cache_root
+from bench.core.cache import built_once
 from suites import smoke, smoke_ner
 from suites.base import Budget
 from suites.causal_lm import CausalLMTask
@@ -33,36 +32,26 @@ def vocabulary() -> list[str]:
 
 def tiny_llama_dir() -> Path:
     """Build (once) and return a folder holding the tiny Llama and its tokenizer."""
-    folder = cache_root() / NAME
-    if (folder / "config.json").is_file():
-        return folder
-    import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = vocabulary()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    # Words, punctuation and newlines are tokens; spaces separate them and come back on decoding.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"[ \t]+"), behavior="removed"),
-                                                 pre_tokenizers.Split(Regex(r"\n|[^\s\w]|\w+"), behavior="isolated")])
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    torch.manual_seed(0)
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root))
-    LlamaForCausalLM(config).save_pretrained(tmp)
-    fast.save_pretrained(tmp)
-    try:
-        tmp.rename(folder)  # atomic: a concurrent builder either wins or finds the folder complete
-    except OSError:
-        pass
-    return folder
+    def build(folder: Path) -> None:
+        import torch
+        from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+        vocab = vocabulary()
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+        tok.normalizer = normalizers.Lowercase()
+        # Words, punctuation and newlines are tokens; spaces separate them and come back on decoding.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"[ \t]+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(r"\n|[^\s\w]|\w+"), behavior="isolated")])
+        tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                pad_token="<pad>").save_pretrained(folder)
+        config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(folder)
+    return built_once(NAME, build)
 
 
 @dataclass

@@ -19,6 +19,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def built_once(name: str, build: Callable[[Path], None], marker: str = "config.json") -> Path:
+    """The cache folder `name`, made once by `build(folder)` (a tiny model, a converted checkpoint): built in a
+    scratch folder beside it and renamed into place, so a concurrent builder either wins or finds it complete;
+    `marker` is the file whose presence says it is."""
+    folder = cache_root() / name
+    if (folder / marker).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent))
+    build(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first: its folder stands
+        pass
+    return folder
+
+
 def cache_root() -> Path:
     """Where every cache of the project lives (encoded data, peak FLOP/s, the smoke tasks' tiny models)."""
     return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "peft-bench")

@@ -150,43 +150,35 @@ def from_gguf(folder: Path) -> Path:
     """A plain float32 checkpoint of the folder's GGUF model, converted once into the cache under the file's sha256
     (transformers dequantises GGUF on every load: ~15 s for SmolLM2-135M, the converted folder well under 1 s).
     `gguf.json` in it says where the weights came from (the file, its hash and its quantisation)."""
+    import hashlib
     import json
 
-    import hashlib
-
-    from bench.core.cache import cache_root
+    from bench.core.cache import built_once
     source = gguf_file(folder)
     digest = hashlib.sha256()
     with open(source, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     digest = digest.hexdigest()
-    target = cache_root() / "gguf" / f"{source.stem}-{digest[:16]}"
-    if (target / "gguf.json").is_file():
-        return target
-    import tempfile
+    name = f"gguf/{source.stem}-{digest[:16]}"
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    print(f"resolve: converting {source.name} to a float32 checkpoint in {target} (once)", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=source.name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=source.name, dtype=torch.float32)
-    quantization = getattr(model.config, "quantization_config", None)
-    # save_pretrained refuses a model loaded from GGUF ("not serializable"): drop the marker, the weights are float.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "gguf.json").write_text(json.dumps({"file": source.name, "sha256": digest, "file_type": gguf_type(source),
-                                               "quantization_config": str(quantization)}, indent=1))
-    try:
-        tmp.rename(target)  # atomic: a concurrent converter either wins or finds the folder complete
-    except OSError:
-        pass
-    return target
+    def convert(folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        print(f"resolve: converting {source.name} to a float32 checkpoint in the cache (once)", file=sys.stderr)
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+        quantization = getattr(model.config, "quantization_config", None)
+        # save_pretrained refuses a model loaded from GGUF ("not serializable"): drop the marker, the weights are float.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "gguf.json").write_text(json.dumps({"file": source.name, "sha256": digest,
+                                                      "file_type": gguf_type(source),
+                                                      "quantization_config": str(quantization)}, indent=1))
+    return built_once(name, convert, marker="gguf.json")
 
 
 def gguf_type(path: Path) -> str:
