@@ -30,7 +30,8 @@ test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest
 
 # The harness's own overhead (benchmarks/, not part of `make test`): training loop vs a bare loop, run start-up,
-# harness vs HF Trainer on SST-2 (BENCH_TRAINER_EXAMPLES=160 for a quick check). JSON in $(BENCH_JSON).
+# harness vs HF Trainer on SST-2 (BENCH_TRAINER_EXAMPLES=160 for a quick check), harness vs TRL SFTTrainer on
+# sst2-gen with SmolLM2 (BENCH_SFT_STEPS=8 for a quick check). JSON in $(BENCH_JSON).
 BENCH_JSON ?= .benchmarks/latest.json
 bench: install
 	mkdir -p $(dir $(BENCH_JSON))
