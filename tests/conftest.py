@@ -75,6 +75,13 @@ def smoke_grid(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return out, run_bench("run", "--suite", "smoke", "--out", str(out), "--parallel", "2", check=True)
 
 
+def applies(method: str, family: str = "transformer", device: str = "cpu") -> bool:
+    """Whether a registered method runs on this architecture family and device (else it is recorded skipped)."""
+    from methods import METHODS
+    spec = METHODS[method]
+    return family not in spec.not_on and (not spec.devices or device in spec.devices)
+
+
 def smoke_table(smoke_grid, task: str):
     """The wide table of one smoke task from the shared grid."""
     import pandas as pd
