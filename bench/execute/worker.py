@@ -212,7 +212,7 @@ def load(spec: dict, record: dict, setting: Setting, checkpoint) -> tuple[Loaded
         print(f"warning: {task.name}: {warning}", file=sys.stderr)
     record["info"]["scored_on"] = task.dev_description(len(data.scored)) if score_on == "dev" else \
         f"the {task.eval_split} split ({len(data.scored)} examples)"
-    steps = budget.steps(len(data.train)) if getattr(method, "trains", True) else 0  # zero-shot: the untouched model is scored
+    steps = budget.steps(len(data.train)) if method.trains else 0  # zero-shot: the untouched model is scored
     ctx = RunContext(task=task, budget=budget, total_steps=steps, device=setting.device, head_names=[],
                      precision=setting.precision)
     loaded_model = task.load_model(path, data.label_names, **method.load_kwargs(ctx))
