@@ -56,14 +56,17 @@ def test_a_tuned_rate_applies_only_to_the_model_and_precision_it_was_tuned_for(t
 def test_the_committed_tuned_files_say_they_were_tuned_with_the_default_model_at_fp32(monkeypatch):
     monkeypatch.setenv("BENCH_TUNED_DIR", str(tuning.DEFAULT_DIR))
     files = sorted(tuning.DEFAULT_DIR.glob("*.yaml"))
-    assert len(files) == 4
+    assert len(files) == 5
     for path in files:
         name, budget = path.name.split(".")[:2]
-        task = next(t for suite in ("nlp", "vision") for t in get_suite(suite) if t.name == name)
+        task = next(t for suite in ("nlp", "vision", "llm") for t in get_suite(suite) if t.name == name)
         entries = tuning.load(name, budget, tuning.DEFAULT_DIR)["methods"]
         for label, entry in entries.items():
             assert (entry["model"], entry["precision"]) == (task.default_model, "fp32"), (path, label)
-            assert entry["lr"] in entry["grid"] and set(entry["dev_scores"]) == set(entry["grid"])
+            assert set(entry["dev_scores"]) == set(entry["grid"])
+            later = [entry[stage] for stage in (tuning.EDGE, tuning.STAGE2) if stage in entry]
+            assert all(set(s["dev_scores"]) == set(s["grid"]) for s in later)
+            assert entry["lr"] in entry["grid"] + [lr for s in later for lr in s["grid"]]  # chosen among rates tried
         lora = methods.resolve(["lora"], None)[0]
         config = plan.configure(task, lora, plan.GridSettings(budget=budget))
         assert (config["lr"], config["lr_source"]) == (entries["lora"]["lr"], "tuned")
