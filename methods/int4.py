@@ -13,7 +13,7 @@ is why int4-lora declares `devices: [cuda]`.
 from __future__ import annotations
 
 from bench.core.errors import SkipRun
-from methods.int8 import HEAD_CANDIDATES, MB
+from methods.int8 import HEAD_CANDIDATES, MB, base_bytes
 
 BACKEND = "bitsandbytes nf4 (double quantisation, bfloat16 compute)"
 
@@ -53,15 +53,7 @@ def quantized_layers(model) -> list[str]:
 def figures(model) -> dict:
     """Bytes of the frozen base in packed 4-bit (two weights a byte) and in floating point; the 4-bit block
     scales (bitsandbytes' quant_state, double quantised) are not parameters and are left out."""
-    packed = floating = 0
-    for p in model.parameters():
-        if p.requires_grad:
-            continue
-        size = p.numel() * p.element_size()
-        if p.dtype.is_floating_point:
-            floating += size
-        else:
-            packed += size
+    packed, floating = base_bytes(model, skip_trainable=True)  # packed 4-bit weights are integer tensors
     return {"metrics": {"base_int4_mb": packed / MB, "base_float_mb": floating / MB,
                         "base_int4_share": packed / (packed + floating) if packed + floating else 0.0,
                         "base_int4_layers": len(quantized_layers(model))},

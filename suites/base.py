@@ -96,7 +96,8 @@ class Task:
 
     def budget(self, name: str) -> Budget:
         if not self.budgets and self.source:  # a task file without budgets: sized from its training split
-            self.budgets = default_budgets(self.kind, self.check(None, "dev")["rows"][self.train_split])
+            checked = next(iter(self.__dict__.get("_checked", {}).values()), None) or self.check(None, "dev", deep=False)
+            self.budgets = default_budgets(self.kind, checked["rows"][self.train_split])
         if name not in self.budgets:
             raise UsageError(f"unknown budget {name!r} for task {self.name} (valid: {', '.join(self.budgets)})")
         return self.budgets[name]
@@ -195,22 +196,23 @@ class Task:
             self.check_split(split, where[role])
         return checks.labelled(ds, self.class_column(), self.train_split, where, self.labels, self.per_word)
 
-    def check(self, data_dir: Path | None, score_on: str = "eval") -> dict:
+    def check(self, data_dir: Path | None, score_on: str = "eval", deep: bool = True) -> dict:
         """Read and check every split a run of this task reads, before any model loads: {"rows": {split: n},
-        "labels": names, "warnings": [...]}. Task files' data is also checked image by image. Memoised per
-        (data dir, score_on) for the life of the process."""
-        key = (str(data_dir), score_on)
+        "labels": names, "warnings": [...]}. With `deep`, a task file's data is also checked example by example
+        (images decode, no file twice): the CLI does that once per grid; a worker needs only the rows. Memoised per
+        (data dir, score_on) for the life of the process (a task file's own data ignores the data dir)."""
+        key = ("" if self.data_files else str(data_dir), score_on)
         memo = self.__dict__.setdefault("_checked", {})
-        if key not in memo:
+        if key not in memo or deep and not memo[key]["deep"]:
             ds, names = self.labelled(self.raw_splits(data_dir, self.splits(score_on)), data_dir)
             if not self.dev_split:
                 checks.dev_carve(len(ds[self.train_split]), self.dev_examples, self._source(data_dir, self.train_split))
-            if self.data_files:
+            if deep and self.data_files:
                 for role, split in ds.items():
                     self.check_deep(split, self._source(data_dir, role))
             warning = checks.imbalance(ds[self.train_split], self.class_column(), names, self.per_word)
             memo[key] = {"rows": {role: len(split) for role, split in ds.items()}, "labels": names,
-                         "warnings": [warning] if warning else []}
+                         "warnings": [warning] if warning else [], "deep": deep}
         return memo[key]
 
     def check_deep(self, split, where: str) -> None:

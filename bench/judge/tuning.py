@@ -26,6 +26,7 @@ import yaml
 
 from bench.core.errors import UsageError
 from bench.meters.environment import git_commit
+from bench.results.identity import family_of
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = PROJECT / "suites" / "tuned"
@@ -60,12 +61,6 @@ def grid(centre: float, points: int = POINTS, span: float = SPAN) -> list[float]
 def rung(lr: float, centre: float, points: int, span: float) -> int:
     """The ladder rung of a (rounded) grid rate: its nearest whole rung."""
     return round((math.log(lr / centre) / math.log(span) + 0.5) * (points - 1))
-
-
-def family_of(task) -> str | None:
-    """The architecture family whose method entries a task's runs use beyond the always-hashed ones (methods/spec.py
-    `declared`): `decoder` for causal-LM tasks, else None."""
-    return "decoder" if getattr(task, "kind", "") == "causal-lm" else None
 
 
 def method_digest(method, family: str | None = None) -> str:

@@ -119,19 +119,17 @@ def _manual_pass(model, decoder, ids, new_tokens, device, extra, ttft, tpot, tok
         out = decoder(input_ids=state["next"], past_key_values=state["cache"], use_cache=True)
         state["cache"], state["next"] = out.past_key_values, out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
 
-    if ttft is None:
-        prefill()
-    else:
-        ttft.append(time_call_ms(prefill, device))
-    if tokens is not None:
-        tokens.append(state["next"])
-    for _ in range(new_tokens - 1):
-        if tpot is None:
-            step()
+    def call(fn, times: list | None) -> None:
+        if times is None:
+            fn()
         else:
-            tpot.append(time_call_ms(step, device))
+            times.append(time_call_ms(fn, device))
         if tokens is not None:
             tokens.append(state["next"])
+
+    call(prefill, ttft)
+    for _ in range(new_tokens - 1):
+        call(step, tpot)
 
 
 @torch.inference_mode()

@@ -29,6 +29,12 @@ def config_id(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def family_of(task) -> str | None:
+    """The architecture family whose method entries a task's runs hash beyond the always-hashed ones (methods/spec.py
+    `declared`): `decoder` for causal-LM tasks (earlier runs' ids unchanged), else None."""
+    return "decoder" if getattr(task, "kind", "") == "causal-lm" else None
+
+
 def run_config(task, method, lr: float, budget: str, model_ref: str | None, model_dir: Path | None,
                data_dir: Path | None, device: str, score_on: str = "eval", precision: str = PRECISION,
                tf32: str = "off", cpu_matmul: str = "default") -> dict:
@@ -38,9 +44,7 @@ def run_config(task, method, lr: float, budget: str, model_ref: str | None, mode
     fields = {("warmup_steps" if k == "untimed_steps" else k): v for k, v in dataclasses.asdict(task.budget(budget)).items()}
     # A task file's declarations (its caveat aside) are part of the configuration: an edited task is a new one.
     extra.update({"task_file": task.digest} if getattr(task, "digest", "") else {})
-    # A causal-LM run also hashes the method's decoder entries (methods/spec.py `declared`; earlier ids unchanged).
-    family = "decoder" if getattr(task, "kind", "") == "causal-lm" else None
-    return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(family=family), "lr": lr,
+    return {**extra, "suite": task.suite, "task": task.name, "method": method.declared(family=family_of(task)), "lr": lr,
             "budget":
             {"name": budget, **fields},
             "model": task.model_identity(model_ref or task.default_model, model_dir),
