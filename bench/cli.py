@@ -123,12 +123,14 @@ def _check_data(args, tasks) -> None:
                 print(f"bench: warning: {task.name}: {warning}", file=sys.stderr)
 
 
-def _settings(args):
-    """The grid options every configuration shares (bench/execute/plan.py)."""
+def _settings(args, executor):
+    """The grid options every configuration shares (bench/execute/plan.py); the executor says how many threads
+    a CPU run gets when it shares the cores."""
     from bench.execute.plan import GridSettings
     return GridSettings(budget=args.budget, device=args.device, model=args.model, tuned_dir=args.tuned_dir,
                         data_dir=resolve.data_dir(args.data_dir), model_dir=resolve.model_dir(args.model_dir),
                         precision=args.precision, tf32=args.tf32, cpu_matmul=args.cpu_matmul,
+                        cpu_threads=executor.cpu_threads(),
                         early_stopping=getattr(args, "early_stopping", None),  # `run` only
                         eval_every=getattr(args, "eval_every", None))
 
@@ -141,7 +143,7 @@ def cmd_run(args) -> int:
     from bench.execute import plan
     tasks, method_specs, lrs, executor = _common(args)
     out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suites, args.suite_label)
-    settings = _settings(args)
+    settings = _settings(args, executor)
     runs = [plan.configure(task, m, settings, lrs) for task in tasks for m in method_specs]
     from bench.judge import tuning
     hint = tuning.retune_hint(runs, args.suite, args.budget, args.model, args.precision, args.set, args.seeds)
@@ -238,7 +240,7 @@ def cmd_tune(args) -> int:
         method_specs = [m for m in method_specs if m.kind != "none"]
     plan.check_tuning_grid(args.points, args.span)
     out, earlier, invocation = plan.results_folder(args.out, args.resume, args.suites, f"tune-{args.suite_label}")
-    settings = _settings(args)
+    settings = _settings(args, executor)
     runs, trials = plan.tuning_runs(tasks, method_specs, settings, args.points, args.span)
     stages = {key: {"grid": list(rates.values())} for key, rates in trials.items()}
     done = {}

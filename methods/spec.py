@@ -17,6 +17,8 @@ A method file is YAML (`methods/zoo/<name>.yaml`, or any path the user passes to
   quantize_base: int8 (freeze the base in int8: bitsandbytes on transformers, per-channel int8 convs on CNNs)
                | int4 (bitsandbytes 4-bit NF4, double quantisation, bf16 compute: QLoRA's base)
   lr:          default learning rate (a task may override it; --lr overrides both)
+  sources:     where each default came from: `lr`, or a config key -> one line (which commit set it, on what data
+               it was chosen). Provenance only: it is in no config id, and editing it re-tunes nothing.
 
 A peft `adapter_config.json` is accepted as it is: its `peft_type`, `target_modules` and the other keys
 become the method (kind peft); no `target_modules`: peft's default for the model type. So is a folder laid out
@@ -40,7 +42,7 @@ FAMILIES = ("transformer", "cnn", "decoder")
 QUANTIZED_BASES = ("int8", "int4")
 HASHED_FAMILIES = ("transformer", "cnn")  # MethodSpec.declared(): the families config ids always hashed
 FIELDS = {"description", "kind", "peft_type", "config", "targets", "family_config", "not_on", "devices",
-          "devices_reason", "quantize_base", "lr", "name"}
+          "devices_reason", "quantize_base", "lr", "name", "sources"}
 # peft config fields written for the base model an adapter was made for (prompt methods: its width and depth),
 # or for its run's step count (AdaLoRA's schedule): another model or budget needs its own, so they are dropped
 # (peft fills the first for this model; methods/adalora.py sets the schedule from the budget).
@@ -68,6 +70,7 @@ class MethodSpec:
     quantize_base: str | None = None
     source: str = ""  # the file it came from
     overrides: dict = field(default_factory=dict)  # --set FIELD=VALUE applied to it
+    sources: dict = field(default_factory=dict)  # default -> where it came from (not hashed: provenance)
     lr_from: str = ""  # "experiment": `lr` is the rate of a peft experiment's training_params.json
     info: dict = field(default_factory=dict)  # what the run's record `info` gets from the file (what was reset)
 
@@ -162,12 +165,20 @@ def from_dict(data: dict, name: str, source: str = "") -> MethodSpec:
     if data.get("quantize_base") not in (None, *QUANTIZED_BASES):
         raise UsageError(f"{where}: unknown quantize_base {data['quantize_base']!r} "
                           f"(valid: {', '.join(QUANTIZED_BASES)})")
+    sources = data.get("sources") or {}
+    defaults = {"lr", *(data.get("config") or {}), *(k for v in (data.get("family_config") or {}).values() for k in v)}
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        raise UsageError(f"{where}: sources must map a default (lr or a config key) to one line of text")
+    stray = sorted(set(sources) - defaults)
+    if stray:
+        raise UsageError(f"{where}: sources name {', '.join(stray)}, which the file does not set "
+                          f"(valid: {', '.join(sorted(defaults))})")
     return MethodSpec(name=name, kind=kind, description=data.get("description", ""), lr=float(data.get("lr", 1e-3)),
                       peft_type=(data.get("peft_type") or None) and str(data["peft_type"]).upper(),
                       config=dict(data.get("config") or {}), targets=dict(data.get("targets") or {}),
                       family_config=dict(data.get("family_config") or {}), not_on=dict(data.get("not_on") or {}),
                       devices=data.get("devices"), devices_reason=str(data.get("devices_reason") or ""),
-                      quantize_base=data.get("quantize_base"), source=source)
+                      quantize_base=data.get("quantize_base"), source=source, sources=dict(sources))
 
 
 def from_adapter_config(config: dict, path: Path) -> MethodSpec:

@@ -42,6 +42,26 @@ def test_a_bad_file_is_a_one_line_error(tmp_path):
         assert "\n" not in str(err.value)
 
 
+def test_every_shipped_default_says_where_it_came_from_and_provenance_is_in_no_config_id(tmp_path):
+    """Issue 24: a default first picked on an evaluation split must say so in its file; `sources` is provenance
+    only, so rewording it changes neither the config id nor the tuned rates' method digest."""
+    from bench.judge.tuning import method_digest
+    for name, spec in methods.METHODS.items():
+        if spec.kind != "none":  # zero-shot trains nothing: no rate
+            assert spec.sources.get("lr"), f"{name}: no sources.lr"
+    assert "validation split" in methods.METHODS["adalora"].sources["orth_reg_weight"]
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(LORA_FILE + 'sources: {lr: "first choice"}\n')
+    other = tmp_path / "other.yaml"
+    other.write_text(LORA_FILE + 'sources: {lr: "tuned on my dev set", r: "the LoRA paper"}\n')
+    a, b = specs.load(mine), specs.load(other)
+    assert b.sources["r"] == "the LoRA paper"
+    assert a.declared() == b.declared() and method_digest(a) == method_digest(b)
+    other.write_text(LORA_FILE + 'sources: {dropout: "a guess"}\n')
+    with pytest.raises(UsageError, match=r"sources name dropout, which the file does not set \(valid: lora_alpha, lr, r\)"):
+        specs.load(other)
+
+
 def test_a_peft_adapter_config_is_accepted_as_it_is(tmp_path):
     folder = tmp_path / "my-adapter"
     folder.mkdir()

@@ -43,6 +43,7 @@ class GridSettings:
     precision: str = "fp32"
     tf32: str = "off"
     cpu_matmul: str = "default"
+    cpu_threads: int | None = None  # torch threads of a CPU run given a share of the cores (the executor's); None: all
     early_stopping: int | None = None  # patience; None: off, so every method trains the same budget
     eval_every: int | None = None
     tuned_dir: Path | None = None  # where tuned rates are read (None: each task's own folder, judge/tuning.py)
@@ -58,7 +59,8 @@ def configure(task, method, settings: GridSettings, lrs: dict[str, float] | None
     precision.check(settings.precision, settings.tf32)
     cpu_matmul.check(settings.cpu_matmul)
     config = run_config(task, method, lr, settings.budget, settings.model, settings.model_dir, settings.data_dir,
-                        settings.device, score_on, settings.precision, settings.tf32, settings.cpu_matmul)
+                        settings.device, score_on, settings.precision, settings.tf32, settings.cpu_matmul,
+                        settings.cpu_threads)
     stopping, every = settings.early_stopping, settings.eval_every
     if stopping is not None and score_on == "eval":  # off by default, so every method trains the same budget
         if stopping < 1 or (every is not None and every < 1):

@@ -85,6 +85,11 @@ class RayExecutor:
     def describe(self) -> str:
         return f"ray ({self.address or 'embedded'})"
 
+    def cpu_threads(self) -> int | None:
+        """An explicit `--cpus-per-run N` for CPU runs: their threads, part of the config id (the executor's default,
+        a whole node's cores per CPU run, is the default of a local run too: None)."""
+        return max(1, int(self.cpus_per_run)) if self.cpus_per_run and not self.gpus_per_run else None
+
     def _start(self) -> bool:
         """Join the cluster at `address`, or start an embedded instance. True when we started it."""
         ray = self.ray

@@ -282,6 +282,12 @@ class LocalExecutor:
     def describe(self) -> str:
         return f"local, {self.parallel} at a time" if self.parallel > 1 else "local"
 
+    def cpu_threads(self) -> int | None:
+        """Torch threads of a CPU run that shares the cores with others in flight (part of its config id); None:
+        all the machine's cores (one run at a time), or GPU runs, whose numerics do not follow the CPU threads."""
+        threads = max(1, (os.cpu_count() or 1) // self.parallel)
+        return threads if self.parallel > 1 and not self.gpus and threads < (os.cpu_count() or 1) else None
+
     def env_for(self, slot: int) -> dict:
         env = {"BENCH_TORCH_THREADS": str(max(1, (os.cpu_count() or 1) // self.parallel))} if self.parallel > 1 else {}
         if self.gpus:
