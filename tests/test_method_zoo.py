@@ -50,15 +50,16 @@ def test_every_shipped_default_says_where_it_came_from_and_provenance_is_in_no_c
         if spec.kind != "none":  # zero-shot trains nothing: no rate
             assert spec.sources.get("lr"), f"{name}: no sources.lr"
     assert "validation split" in methods.METHODS["adalora"].sources["orth_reg_weight"]
-    mine = tmp_path / "mine.yaml"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    mine, other = tmp_path / "a" / "mine.yaml", tmp_path / "b" / "mine.yaml"
     mine.write_text(LORA_FILE + 'sources: {lr: "first choice"}\n')
-    other = tmp_path / "other.yaml"
     other.write_text(LORA_FILE + 'sources: {lr: "tuned on my dev set", r: "the LoRA paper"}\n')
     a, b = specs.load(mine), specs.load(other)
     assert b.sources["r"] == "the LoRA paper"
     assert a.declared() == b.declared() and method_digest(a) == method_digest(b)
     other.write_text(LORA_FILE + 'sources: {dropout: "a guess"}\n')
-    with pytest.raises(UsageError, match=r"sources name dropout, which the file does not set \(valid: lora_alpha, lr, r\)"):
+    message = r"sources name dropout, which the file does not set \(valid: lora_alpha, lr, r\)"
+    with pytest.raises(UsageError, match=message):
         specs.load(other)
 
 
