@@ -49,7 +49,8 @@ def test_every_shipped_default_says_where_it_came_from_and_provenance_is_in_no_c
     for name, spec in methods.METHODS.items():
         if spec.kind != "none":  # zero-shot trains nothing: no rate
             assert spec.sources.get("lr"), f"{name}: no sources.lr"
-    assert "validation split" in methods.METHODS["adalora"].sources["orth_reg_weight"]
+    orth = methods.METHODS["adalora"].sources["orth_reg_weight"]
+    assert "validation split" in orth and "dev split" in orth  # first picked on an eval split, re-derived on dev
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     mine, other = tmp_path / "a" / "mine.yaml", tmp_path / "b" / "mine.yaml"
     mine.write_text(LORA_FILE + 'sources: {lr: "first choice"}\n')
