@@ -282,14 +282,17 @@ class LocalExecutor:
     def describe(self) -> str:
         return f"local, {self.parallel} at a time" if self.parallel > 1 else "local"
 
+    def _share(self) -> int:
+        """Torch threads per run: the machine's cores shared among the runs in flight."""
+        return max(1, (os.cpu_count() or 1) // self.parallel)
+
     def cpu_threads(self) -> int | None:
         """Torch threads of a CPU run that shares the cores with others in flight (part of its config id); None:
         all the machine's cores (one run at a time), or GPU runs, whose numerics do not follow the CPU threads."""
-        threads = max(1, (os.cpu_count() or 1) // self.parallel)
-        return threads if self.parallel > 1 and not self.gpus and threads < (os.cpu_count() or 1) else None
+        return self._share() if self.parallel > 1 and not self.gpus and self._share() < (os.cpu_count() or 1) else None
 
     def env_for(self, slot: int) -> dict:
-        env = {"BENCH_TORCH_THREADS": str(max(1, (os.cpu_count() or 1) // self.parallel))} if self.parallel > 1 else {}
+        env = {"BENCH_TORCH_THREADS": str(self._share())} if self.parallel > 1 else {}
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         return env
