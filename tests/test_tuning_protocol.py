@@ -56,7 +56,7 @@ def test_a_tuned_rate_applies_only_to_the_model_and_precision_it_was_tuned_for(t
 def test_the_committed_tuned_files_say_they_were_tuned_with_the_default_model_at_fp32(monkeypatch):
     monkeypatch.setenv("BENCH_TUNED_DIR", str(tuning.DEFAULT_DIR))
     files = sorted(tuning.DEFAULT_DIR.glob("*.yaml"))
-    assert len(files) == 5
+    assert len(files) == 6
     for path in files:
         name, budget = path.name.split(".")[:2]
         task = next(t for suite in ("nlp", "vision", "llm") for t in get_suite(suite) if t.name == name)
